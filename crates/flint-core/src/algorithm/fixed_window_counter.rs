@@ -1,0 +1,73 @@
+//! Fixed window counter: windows aligned to multiples of `per` since the Unix epoch.
+
+use crate::algorithm::{Outcome, Quota};
+use crate::clock::UnixNanos;
+
+/// State of a fixed window counter: which window, and how much it has used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FixedWindow {
+    /// Start of the window that `used` belongs to.
+    pub start: UnixNanos,
+    /// Units consumed in that window.
+    pub used: u64,
+}
+
+impl FixedWindow {
+    fn used_at(&self, window: UnixNanos) -> u64 {
+        if self.start == window {
+            self.used
+        } else {
+            0
+        }
+    }
+
+    pub(crate) fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Outcome {
+        let per = quota.per_ns();
+        let window = now - now % per;
+        let used = self.used_at(window);
+        let allowed = used + cost <= quota.rate();
+        let used_after = if allowed { used + cost } else { used };
+        Outcome {
+            allowed,
+            remaining: quota.rate().saturating_sub(used_after),
+            reset_at: if used_after == 0 { now } else { window + per },
+            retry_after: if allowed { 0 } else { window + per - now },
+        }
+    }
+
+    pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
+        let per = quota.per_ns();
+        let window = now - now % per;
+        self.used = self.used_at(window) + cost;
+        self.start = window;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::algorithm::{AlgoState, Algorithm, Quota};
+    use crate::duration::Period;
+
+    const DAY: u64 = 86_400 * 1_000_000_000;
+
+    #[test]
+    fn day_windows_start_at_midnight_utc() {
+        let q = Quota::new(
+            2,
+            "1d".parse::<Period>().unwrap(),
+            Algorithm::FixedWindowCounter,
+        )
+        .unwrap();
+        let midnight = 19_000 * DAY;
+        let mut s = AlgoState::full(Algorithm::FixedWindowCounter);
+        let late = midnight + DAY - 1_000;
+        s.consume(&q, late, 2);
+        let denied = s.decide(&q, late, 1);
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after, 1_000);
+        assert_eq!(denied.reset_at, midnight + DAY);
+        let next = s.decide(&q, midnight + DAY, 2);
+        assert!(next.allowed);
+        assert_eq!(next.remaining, 0);
+    }
+}

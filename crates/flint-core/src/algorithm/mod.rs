@@ -1,0 +1,216 @@
+//! The three algorithms, as pure functions of (quota, state, now, cost).
+//!
+//! `decide` never changes state; `consume` applies an allowed decision. Recovery replays
+//! the log through the same `consume`, so replay cannot decide differently from live
+//! operation. All arithmetic is on integers.
+
+mod fixed_window_counter;
+mod sliding_window_log;
+mod token_bucket;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use fixed_window_counter::FixedWindow;
+pub use sliding_window_log::{Run, SlidingLog};
+pub use token_bucket::TokenBucket;
+
+use crate::clock::UnixNanos;
+use crate::duration::Period;
+use crate::error::{Error, Result};
+
+/// The largest `rate` a limit may have: large enough for any real quota, small enough
+/// that every intermediate product fits the engine's integers.
+pub const MAX_RATE: u64 = 1_000_000_000_000;
+
+/// A rate-limiting algorithm. The discriminants are persisted: never reorder them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Algorithm {
+    /// Capacity `rate`, refilled continuously at `rate / per` (GCRA).
+    TokenBucket = 1,
+    /// Exact: the costs allowed in `(now - per, now]` never sum past `rate`.
+    SlidingWindowLog = 2,
+    /// At most `rate` per window; windows are aligned to multiples of `per` since the
+    /// Unix epoch (UTC).
+    FixedWindowCounter = 3,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order of its discriminant.
+    pub const ALL: [Algorithm; 3] = [
+        Algorithm::TokenBucket,
+        Algorithm::SlidingWindowLog,
+        Algorithm::FixedWindowCounter,
+    ];
+
+    /// The name users write: `token_bucket`, `sliding_window_log`, `fixed_window_counter`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::TokenBucket => "token_bucket",
+            Algorithm::SlidingWindowLog => "sliding_window_log",
+            Algorithm::FixedWindowCounter => "fixed_window_counter",
+        }
+    }
+
+    /// The algorithm persisted as `code`, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Algorithm::ALL.into_iter().find(|a| *a as u8 == code)
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| {
+                Error::invalid(
+                    None,
+                    format!("algorithm {name:?} is unknown: use one of token_bucket, sliding_window_log, fixed_window_counter"),
+                )
+            })
+    }
+}
+
+/// A validated limit: at most `rate` units per `period`, enforced by `algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quota {
+    rate: u64,
+    period: Period,
+    algorithm: Algorithm,
+}
+
+impl Quota {
+    /// A quota, or an error naming the bad value and the fix.
+    pub fn new(rate: u64, period: Period, algorithm: Algorithm) -> Result<Self> {
+        if rate == 0 {
+            return Err(Error::invalid(
+                None,
+                "rate 0 is invalid: the rate must be a whole number of at least 1",
+            ));
+        }
+        if rate > MAX_RATE {
+            return Err(Error::invalid(
+                None,
+                format!("rate {rate} is too large: the largest rate is {MAX_RATE}; use a shorter period instead"),
+            ));
+        }
+        Ok(Quota {
+            rate,
+            period,
+            algorithm,
+        })
+    }
+
+    /// The most units allowed per period (also the largest allowed cost).
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// The period.
+    pub fn period(&self) -> Period {
+        self.period
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub(crate) fn per_ns(&self) -> u64 {
+        self.period.as_nanos()
+    }
+}
+
+/// What an algorithm says about one request. Times are engine nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether the request fits.
+    pub allowed: bool,
+    /// Units left after this decision.
+    pub remaining: u64,
+    /// When the key is back to full capacity (after this decision).
+    pub reset_at: UnixNanos,
+    /// How long until a request of the same cost would be allowed; 0 when allowed.
+    pub retry_after: u64,
+}
+
+/// The state one key keeps for its algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlgoState {
+    /// State of a token bucket.
+    TokenBucket(TokenBucket),
+    /// State of a sliding window log (boxed: it is the largest and the rarest).
+    SlidingWindowLog(Box<SlidingLog>),
+    /// State of a fixed window counter.
+    FixedWindowCounter(FixedWindow),
+}
+
+impl AlgoState {
+    /// The state of a key at full capacity.
+    pub fn full(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::TokenBucket => AlgoState::TokenBucket(TokenBucket::default()),
+            Algorithm::SlidingWindowLog => AlgoState::SlidingWindowLog(Box::default()),
+            Algorithm::FixedWindowCounter => AlgoState::FixedWindowCounter(FixedWindow::default()),
+        }
+    }
+
+    /// Decides whether `cost` units fit at `now`, without changing anything.
+    /// `cost` must be in `1..=quota.rate()`.
+    pub fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Outcome {
+        match self {
+            AlgoState::TokenBucket(s) => s.decide(quota, now, cost),
+            AlgoState::SlidingWindowLog(s) => s.decide(quota, now, cost),
+            AlgoState::FixedWindowCounter(s) => s.decide(quota, now, cost),
+        }
+    }
+
+    /// Consumes `cost` units at `now`: applies a decision that was allowed.
+    pub fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
+        match self {
+            AlgoState::TokenBucket(s) => s.consume(quota, now, cost),
+            AlgoState::SlidingWindowLog(s) => s.consume(quota, now, cost),
+            AlgoState::FixedWindowCounter(s) => s.consume(quota, now, cost),
+        }
+    }
+
+    /// Units that a request could use at `now`, and when the key is full again.
+    pub fn peek(&self, quota: &Quota, now: UnixNanos) -> (u64, UnixNanos) {
+        // A zero-cost look: every algorithm's decide handles cost 0 as "nothing asked".
+        let outcome = self.decide(quota, now, 0);
+        (outcome.remaining, outcome.reset_at)
+    }
+
+    /// The state after reconfiguring from `old` to `new` at `now`.
+    ///
+    /// With the same algorithm the units already consumed carry over (capped at the new
+    /// rate), so `remaining` becomes `max(0, new_rate - consumed)`; with another
+    /// algorithm the key starts at full capacity. A sliding window log keeps its
+    /// recorded events, which then expire by the new period.
+    #[must_use]
+    pub fn reconfigure(&self, old: &Quota, new: &Quota, now: UnixNanos) -> Self {
+        if old.algorithm() != new.algorithm() {
+            return AlgoState::full(new.algorithm());
+        }
+        if let AlgoState::SlidingWindowLog(log) = self {
+            return AlgoState::SlidingWindowLog(log.clone());
+        }
+        let (remaining, _) = self.peek(old, now);
+        let consumed = (old.rate() - remaining).min(new.rate());
+        let mut state = AlgoState::full(new.algorithm());
+        if consumed > 0 {
+            state.consume(new, now, consumed);
+        }
+        state
+    }
+}

@@ -1,0 +1,146 @@
+//! Sliding window log, exact, in runs of (timestamp, running total).
+//!
+//! Each allowed check adds at most one run, whatever its cost, and checks that share a
+//! timestamp share a run. Every run stores the running total of all costs ever consumed
+//! up to and including it, so the sum inside the window is one subtraction and the
+//! first run still inside the window is a binary search: no check costs O(rate).
+
+use std::collections::VecDeque;
+
+use crate::algorithm::{Outcome, Quota};
+use crate::clock::UnixNanos;
+
+/// One or more allowed checks at the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    /// When they were allowed.
+    pub at: UnixNanos,
+    /// Total of all costs consumed up to and including this run.
+    pub total: u64,
+}
+
+/// State of a sliding window log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlidingLog {
+    /// Runs that may still be inside the window, oldest first.
+    pub runs: VecDeque<Run>,
+    /// Running total at the end of the newest run that has left the window.
+    pub expired_total: u64,
+}
+
+impl SlidingLog {
+    fn total(&self) -> u64 {
+        self.runs.back().map_or(self.expired_total, |r| r.total)
+    }
+
+    /// Index of the first run inside the window `(now - per, now]`, and the running
+    /// total just before it.
+    fn window(&self, per: u64, now: UnixNanos) -> (usize, u64) {
+        let first = self.runs.partition_point(|r| r.at + per <= now);
+        let before = match first.checked_sub(1).and_then(|i| self.runs.get(i)) {
+            Some(run) => run.total,
+            None => self.expired_total,
+        };
+        (first, before)
+    }
+
+    pub(crate) fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Outcome {
+        let per = quota.per_ns();
+        let rate = quota.rate();
+        let (first, before) = self.window(per, now);
+        let total = self.total();
+        let used = total - before;
+        let allowed = used + cost <= rate;
+        let used_after = if allowed { used + cost } else { used };
+        let newest = if allowed && cost > 0 {
+            Some(now)
+        } else {
+            self.runs.back().filter(|_| used > 0).map(|r| r.at)
+        };
+        let retry_after = if allowed {
+            0
+        } else {
+            // The first run whose expiry leaves room for `cost`. The newest run always
+            // qualifies (it leaves zero used), because cost <= rate.
+            // Running totals only grow, so the predicate is monotone over all runs, and
+            // no run before `first` can satisfy it (the request would then be allowed).
+            let index = self
+                .runs
+                .partition_point(|r| total - r.total + cost > rate)
+                .max(first);
+            let run = self
+                .runs
+                .get(index)
+                .copied()
+                .unwrap_or(Run { at: now, total });
+            (run.at + per).saturating_sub(now)
+        };
+        Outcome {
+            allowed,
+            remaining: rate.saturating_sub(used_after),
+            reset_at: newest.map_or(now, |at| at + per),
+            retry_after,
+        }
+    }
+
+    pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
+        let per = quota.per_ns();
+        while let Some(front) = self.runs.front() {
+            if front.at + per > now {
+                break;
+            }
+            self.expired_total = front.total;
+            self.runs.pop_front();
+        }
+        let total = self.total() + cost;
+        match self.runs.back_mut() {
+            Some(back) if back.at == now => back.total = total,
+            _ => self.runs.push_back(Run { at: now, total }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::algorithm::{AlgoState, Algorithm, Quota};
+    use crate::duration::Period;
+
+    const T0: u64 = 1_700_000_000_000_000_000;
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn an_event_exactly_per_old_no_longer_counts() {
+        let q = Quota::new(
+            2,
+            "1s".parse::<Period>().unwrap(),
+            Algorithm::SlidingWindowLog,
+        )
+        .unwrap();
+        let mut s = AlgoState::full(Algorithm::SlidingWindowLog);
+        s.consume(&q, T0, 1);
+        s.consume(&q, T0 + SEC / 2, 1);
+        let denied = s.decide(&q, T0 + SEC - 1, 1);
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after, 1);
+        assert!(s.decide(&q, T0 + SEC, 1).allowed);
+        assert!(!s.decide(&q, T0 + SEC, 2).allowed);
+        assert_eq!(s.decide(&q, T0 + SEC, 2).retry_after, SEC / 2);
+    }
+
+    #[test]
+    fn a_large_cost_is_one_run() {
+        let q = Quota::new(
+            1_000_000,
+            "1m".parse::<Period>().unwrap(),
+            Algorithm::SlidingWindowLog,
+        )
+        .unwrap();
+        let mut s = AlgoState::full(Algorithm::SlidingWindowLog);
+        s.consume(&q, T0, 999_999);
+        s.consume(&q, T0, 1);
+        let AlgoState::SlidingWindowLog(log) = &s else {
+            unreachable!()
+        };
+        assert_eq!(log.runs.len(), 1);
+    }
+}

@@ -1,0 +1,99 @@
+//! Token bucket as GCRA: one "theoretical arrival time" per key, in exact integers.
+//!
+//! Time is scaled by `rate` (one scaled unit is `1/rate` ns), so the emission interval
+//! of one token is exactly `per_ns` scaled units and no division is ever rounded in
+//! the state. The bucket is full when the theoretical arrival time is not after now.
+
+use crate::algorithm::{Outcome, Quota};
+use crate::clock::UnixNanos;
+
+/// State of a token bucket: the theoretical arrival time, scaled by `rate`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenBucket {
+    /// Theoretical arrival time in units of `1/rate` nanoseconds.
+    pub tat: u128,
+}
+
+impl TokenBucket {
+    pub(crate) fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Outcome {
+        let rate = u128::from(quota.rate());
+        let per = u128::from(quota.per_ns());
+        let now_scaled = u128::from(now) * rate;
+        let capacity = rate * per;
+        let base = self.tat.max(now_scaled);
+        let after = base + u128::from(cost) * per;
+        if after - now_scaled <= capacity {
+            Outcome {
+                allowed: true,
+                remaining: ((now_scaled + capacity - after) / per) as u64,
+                reset_at: scaled_to_nanos_ceil(after, rate).max(now),
+                retry_after: 0,
+            }
+        } else {
+            // Denied means base > now: allowed again at the first t with
+            // base + cost*per - t*rate <= capacity.
+            let allowed_at = scaled_to_nanos_ceil(after - capacity, rate);
+            Outcome {
+                allowed: false,
+                remaining: ((now_scaled + capacity - base) / per) as u64,
+                reset_at: scaled_to_nanos_ceil(base, rate).max(now),
+                retry_after: allowed_at - now,
+            }
+        }
+    }
+
+    pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
+        let rate = u128::from(quota.rate());
+        let per = u128::from(quota.per_ns());
+        self.tat = self.tat.max(u128::from(now) * rate) + u128::from(cost) * per;
+    }
+}
+
+fn scaled_to_nanos_ceil(scaled: u128, rate: u128) -> UnixNanos {
+    scaled.div_ceil(rate) as UnixNanos
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::algorithm::{AlgoState, Algorithm, Quota};
+    use crate::duration::Period;
+
+    const T0: u64 = 1_700_000_000_000_000_000;
+    const SEC: u64 = 1_000_000_000;
+
+    fn quota(rate: u64, per: &str) -> Quota {
+        Quota::new(rate, per.parse::<Period>().unwrap(), Algorithm::TokenBucket).unwrap()
+    }
+
+    #[test]
+    fn refills_continuously() {
+        let q = quota(10, "10s");
+        let mut s = AlgoState::full(Algorithm::TokenBucket);
+        for i in 0..10 {
+            let o = s.decide(&q, T0, 1);
+            assert!(o.allowed);
+            assert_eq!(o.remaining, 9 - i);
+            s.consume(&q, T0, 1);
+        }
+        let denied = s.decide(&q, T0, 1);
+        assert!(!denied.allowed);
+        assert_eq!(denied.retry_after, SEC);
+        assert_eq!(denied.reset_at, T0 + 10 * SEC);
+        assert!(!s.decide(&q, T0 + SEC - 1, 1).allowed);
+        assert!(s.decide(&q, T0 + SEC, 1).allowed);
+        assert_eq!(s.peek(&q, T0 + 5 * SEC).0, 5);
+    }
+
+    #[test]
+    fn retry_after_is_exact_for_uneven_rates() {
+        let q = quota(3, "1s");
+        let mut s = AlgoState::full(Algorithm::TokenBucket);
+        s.consume(&q, T0, 3);
+        let denied = s.decide(&q, T0, 2);
+        assert!(!denied.allowed);
+        // Two tokens take 2/3 s = 666_666_666.67 ns: rounded up, never early.
+        assert_eq!(denied.retry_after, 666_666_667);
+        assert!(!s.decide(&q, T0 + 666_666_666, 2).allowed);
+        assert!(s.decide(&q, T0 + 666_666_667, 2).allowed);
+    }
+}

@@ -1,0 +1,113 @@
+//! The one error type of the engine, split by what the caller can do about it.
+
+use std::io;
+use std::path::PathBuf;
+
+/// The result type of every fallible engine operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine.
+///
+/// A denied request is not an error: it is a [`Decision`](crate::Decision) with
+/// `allowed == false`. Errors are for input that can never succeed and for storage
+/// that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument (key, rate, period, algorithm, cost) is invalid; nothing was changed.
+    #[error("{message}")]
+    InvalidArgument {
+        /// The key the argument was given for, when there is one.
+        key: Option<String>,
+        /// What is wrong, with the value and the fix.
+        message: String,
+    },
+    /// The key has no configured limit.
+    #[error(
+        "no limit is configured for key {key:?}: call limit({key:?}, rate=..., per=...) first"
+    )]
+    LimitNotFound {
+        /// The key that was looked up.
+        key: String,
+    },
+    /// Another process holds the data directory's lock.
+    #[error("data directory {} is locked by another process{}: stop that process, or use shared mode (one server owns the directory, other processes talk to it over HTTP)", dir.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// The pid written into the lock file by the holder, when readable.
+        pid: Option<u32>,
+    },
+    /// A read, write or sync failed.
+    #[error("{op} {} failed: {source}", path.display())]
+    Io {
+        /// What the engine was doing ("append to", "sync", "rename", ...).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file holds bytes that are not a valid Flint file; nothing was rewritten.
+    #[error("{} is corrupt at byte offset {offset}: {reason}; the file was left untouched (`flint doctor --repair` can cut the log at the last good record, after making a backup)", file.display())]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the first damaged record.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file was written by a newer (or unknown) version of the format.
+    #[error("{} has format version {found}, this build reads version {supported}: upgrade Flint", file.display())]
+    UnsupportedVersion {
+        /// The file.
+        file: PathBuf,
+        /// The version found in its header.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// An earlier write or sync failed; the engine refuses further writes (fail-stop)
+    /// rather than report decisions it may not have recorded.
+    #[error("the limiter stopped accepting writes after a storage failure ({cause}); close it and open the data directory again")]
+    Poisoned {
+        /// The failure that poisoned the engine.
+        cause: String,
+    },
+    /// The limiter was closed.
+    #[error("the limiter is closed: open the data directory again")]
+    Closed,
+}
+
+impl Error {
+    /// An invalid argument for `key`.
+    pub(crate) fn invalid(key: Option<&str>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            key: key.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    /// An I/O failure while doing `op` on `path`.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the error is about storage (I/O, corruption, lock, poisoning).
+    pub fn is_storage(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. }
+                | Error::Corrupt { .. }
+                | Error::UnsupportedVersion { .. }
+                | Error::Locked { .. }
+                | Error::Poisoned { .. }
+        )
+    }
+}

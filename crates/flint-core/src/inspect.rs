@@ -1,0 +1,143 @@
+//! Read-only views of the limiter: status, top, doctor.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::algorithm::Quota;
+use crate::clock::UnixNanos;
+use crate::error::{Error, Result};
+use crate::state::Counters;
+
+/// A key's limit, current capacity and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The key.
+    pub key: String,
+    /// Its limit.
+    pub quota: Quota,
+    /// Units available now.
+    pub remaining: u64,
+    /// When it is back to full capacity (now, if it is full).
+    pub reset_at: UnixNanos,
+    /// Its decision counters.
+    pub counters: Counters,
+    /// When it was last checked.
+    pub last_seen: Option<UnixNanos>,
+}
+
+/// The orderings `top()` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopBy {
+    /// Most denied checks.
+    Denied,
+    /// Most allowed checks.
+    Allowed,
+    /// Most units denied.
+    DeniedCost,
+    /// Most units allowed.
+    AllowedCost,
+    /// Most checks of either kind.
+    Checks,
+}
+
+impl TopBy {
+    /// The value a key is ranked by.
+    pub fn metric(self, c: &Counters) -> u64 {
+        match self {
+            TopBy::Denied => c.denied,
+            TopBy::Allowed => c.allowed,
+            TopBy::DeniedCost => c.denied_cost,
+            TopBy::AllowedCost => c.allowed_cost,
+            TopBy::Checks => c.allowed + c.denied,
+        }
+    }
+
+    /// The name users write.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopBy::Denied => "denied",
+            TopBy::Allowed => "allowed",
+            TopBy::DeniedCost => "denied_cost",
+            TopBy::AllowedCost => "allowed_cost",
+            TopBy::Checks => "checks",
+        }
+    }
+}
+
+impl FromStr for TopBy {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        [
+            TopBy::Denied,
+            TopBy::Allowed,
+            TopBy::DeniedCost,
+            TopBy::AllowedCost,
+            TopBy::Checks,
+        ]
+        .into_iter()
+        .find(|by| by.name() == name)
+        .ok_or_else(|| {
+            Error::invalid(
+                None,
+                format!("top(by={name:?}) is unknown: use one of denied, allowed, denied_cost, allowed_cost, checks"),
+            )
+        })
+    }
+}
+
+/// How a doctor check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckLevel {
+    /// Fine.
+    Ok,
+    /// Worth a look; nothing is broken.
+    Warn,
+    /// Broken.
+    Fail,
+}
+
+impl fmt::Display for CheckLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CheckLevel::Ok => "ok",
+            CheckLevel::Warn => "warn",
+            CheckLevel::Fail => "fail",
+        })
+    }
+}
+
+/// One line of the doctor's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoctorCheck {
+    /// What was checked (`lock`, `permissions`, `log`, ...).
+    pub name: &'static str,
+    /// The outcome.
+    pub level: CheckLevel,
+    /// What was found, and the fix when something is wrong.
+    pub detail: String,
+}
+
+/// The health of a data directory and of the engine using it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoctorReport {
+    /// True when no check failed.
+    pub ok: bool,
+    /// Every check.
+    pub checks: Vec<DoctorCheck>,
+    /// `always` or `batch`.
+    pub sync: &'static str,
+    /// The engine's version.
+    pub version: &'static str,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Logical size of the log.
+    pub log_bytes: u64,
+    /// Size of the snapshot (0 when none).
+    pub snapshot_bytes: u64,
+    /// Configured keys.
+    pub keys: usize,
+    /// Events written but not yet synced.
+    pub pending_events: u64,
+}

@@ -1,0 +1,46 @@
+//! The engine of Flint: an exact, durable, persistent rate limiter.
+//!
+//! Every decision is an event appended to a log in a data directory before the call
+//! returns, so state survives crashes and restarts; arithmetic is exact integers, so a
+//! key never admits more than its rate per period.
+//!
+//! ```
+//! use flint_core::{Algorithm, Limiter, Options, Quota};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let limiter = Limiter::open(dir.path().join(".flint"), Options::default())?;
+//! let quota = Quota::new(100, "1m".parse()?, Algorithm::TokenBucket)?;
+//! limiter.limit("api:user-42", quota)?;
+//!
+//! let decision = limiter.check("api:user-42", 1)?;
+//! assert!(decision.allowed);
+//! assert_eq!(decision.remaining, 99);
+//!
+//! // A denial is a value, not an error.
+//! let too_much = limiter.check("api:user-42", 100)?;
+//! assert!(!too_much.allowed);
+//! limiter.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The Python package, the `flint` command and the HTTP server all call this crate; no
+//! rule of the limiter lives anywhere else.
+
+pub mod algorithm;
+pub mod clock;
+pub mod decision;
+pub mod duration;
+pub mod error;
+pub mod inspect;
+pub mod limiter;
+pub mod state;
+pub mod storage;
+
+pub use algorithm::{Algorithm, Quota, MAX_RATE};
+pub use clock::{from_unix_seconds, to_unix_seconds, Clock, ManualClock, SystemClock, UnixNanos};
+pub use decision::{Decision, ItemDecision, LimitChange, MultiDecision};
+pub use duration::Period;
+pub use error::{Error, Result};
+pub use inspect::{CheckLevel, DoctorCheck, DoctorReport, Status, TopBy};
+pub use limiter::{CompactReport, Limiter, Options, SyncMode};
+pub use state::{Counters, HistoryEvent};

@@ -1,0 +1,294 @@
+//! In-memory limiter state: the registry of keys, their algorithm state, counters and
+//! history. No I/O here. Live operation and recovery change it through the same
+//! `apply_*` functions, so replay rebuilds exactly the state that was live.
+
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use crate::algorithm::{AlgoState, Quota};
+use crate::clock::UnixNanos;
+use crate::storage::record::Event;
+
+/// How many decisions a key remembers for `history()` unless configured otherwise.
+pub const DEFAULT_HISTORY_CAPACITY: usize = 100;
+
+/// Per-key counters of decisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Checks allowed.
+    pub allowed: u64,
+    /// Checks denied.
+    pub denied: u64,
+    /// Units consumed by allowed checks.
+    pub allowed_cost: u64,
+    /// Units asked for by denied checks.
+    pub denied_cost: u64,
+}
+
+/// One remembered decision of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryEvent {
+    /// When it was decided.
+    pub at: UnixNanos,
+    /// The cost asked for.
+    pub cost: u64,
+    /// Whether it was allowed.
+    pub allowed: bool,
+    /// Units left after the decision.
+    pub remaining: u64,
+}
+
+/// Everything the engine knows about one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The key.
+    pub key: Box<str>,
+    /// Its limit.
+    pub quota: Quota,
+    /// Its algorithm state.
+    pub state: AlgoState,
+    /// Its decision counters.
+    pub counters: Counters,
+    /// When it was last checked; 0 when never.
+    pub last_seen: UnixNanos,
+    /// Its most recent decisions, oldest first; allocated on the first check, so idle
+    /// keys cost nothing for it.
+    pub history: Option<Box<VecDeque<HistoryEvent>>>,
+}
+
+/// All keys, by id and by name.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    entries: Vec<Option<Entry>>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    live: usize,
+    /// The latest time of any event: the engine never decides at an earlier time, so a
+    /// clock stepping backwards gains no key any quota.
+    pub high_water: UnixNanos,
+    history_capacity: usize,
+}
+
+impl PartialEq for Registry {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries && self.high_water == other.high_water
+    }
+}
+
+impl Registry {
+    /// An empty registry keeping `history_capacity` decisions per key.
+    pub fn new(history_capacity: usize) -> Self {
+        Registry {
+            entries: Vec::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            live: 0,
+            high_water: 0,
+            history_capacity,
+        }
+    }
+
+    /// Number of configured keys.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no key is configured.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// The id the next new key gets.
+    pub fn next_id(&self) -> u32 {
+        self.entries.len() as u32
+    }
+
+    /// The id of `key`, if configured.
+    pub fn lookup(&self, key: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        let entries = &self.entries;
+        self.index
+            .find(hash, |&id| {
+                entries
+                    .get(id as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|e| &*e.key == key)
+            })
+            .copied()
+    }
+
+    /// The entry of `id`.
+    pub fn get(&self, id: u32) -> Option<&Entry> {
+        self.entries.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// Every configured entry with its id, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Entry)> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(id, e)| e.as_ref().map(|e| (id as u32, e)))
+    }
+
+    fn get_mut(&mut self, id: u32) -> Option<&mut Entry> {
+        self.entries.get_mut(id as usize).and_then(Option::as_mut)
+    }
+
+    fn see(&mut self, at: UnixNanos) {
+        self.high_water = self.high_water.max(at);
+    }
+
+    /// Inserts a whole entry (from a snapshot) under `id`.
+    pub fn insert_entry(&mut self, id: u32, entry: Entry) {
+        let index = id as usize;
+        if self.entries.len() <= index {
+            self.entries.resize_with(index + 1, || None);
+        }
+        let hash = self.hasher.hash_one(&*entry.key);
+        let entries = &self.entries;
+        let hasher = &self.hasher;
+        self.index.insert_unique(hash, id, |&other| {
+            entries
+                .get(other as usize)
+                .and_then(Option::as_ref)
+                .map_or(0, |e| hasher.hash_one(&*e.key))
+        });
+        if let Some(slot) = self.entries.get_mut(index) {
+            *slot = Some(entry);
+        }
+        self.live += 1;
+    }
+
+    /// Reserves ids below `next_id` (a snapshot's removed keys keep their ids unused).
+    pub fn reserve_ids(&mut self, next_id: u32) {
+        if self.entries.len() < next_id as usize {
+            self.entries.resize_with(next_id as usize, || None);
+        }
+    }
+
+    /// Creates (new id) or reconfigures (existing id) a limit.
+    pub fn apply_configure(&mut self, id: u32, key: &str, quota: Quota, at: UnixNanos) {
+        self.see(at);
+        if let Some(entry) = self.get_mut(id) {
+            entry.state = entry.state.reconfigure(&entry.quota, &quota, at);
+            entry.quota = quota;
+            return;
+        }
+        self.insert_entry(
+            id,
+            Entry {
+                key: key.into(),
+                quota,
+                state: AlgoState::full(quota.algorithm()),
+                counters: Counters::default(),
+                last_seen: 0,
+                history: None,
+            },
+        );
+    }
+
+    /// Records one decision of `id`; consumes `cost` when allowed. `remaining` is the
+    /// decision's own figure when live; replay recomputes it (the same number).
+    pub fn apply_check(
+        &mut self,
+        id: u32,
+        at: UnixNanos,
+        cost: u64,
+        allowed: bool,
+        remaining: Option<u64>,
+    ) -> bool {
+        self.see(at);
+        let capacity = self.history_capacity;
+        let Some(entry) = self.get_mut(id) else {
+            return false;
+        };
+        if allowed {
+            entry.state.consume(&entry.quota, at, cost);
+            entry.counters.allowed += 1;
+            entry.counters.allowed_cost += cost;
+        } else {
+            entry.counters.denied += 1;
+            entry.counters.denied_cost += cost;
+        }
+        entry.last_seen = at;
+        if capacity > 0 {
+            let remaining = remaining.unwrap_or_else(|| entry.state.peek(&entry.quota, at).0);
+            let history = entry.history.get_or_insert_with(Box::default);
+            if history.len() >= capacity {
+                history.pop_front();
+            }
+            history.push_back(HistoryEvent {
+                at,
+                cost,
+                allowed,
+                remaining,
+            });
+        }
+        true
+    }
+
+    /// Puts `id` back to full capacity.
+    pub fn apply_reset(&mut self, id: u32, at: UnixNanos) -> bool {
+        self.see(at);
+        let Some(entry) = self.get_mut(id) else {
+            return false;
+        };
+        entry.state = AlgoState::full(entry.quota.algorithm());
+        true
+    }
+
+    /// Deletes the limit of `id`.
+    pub fn apply_remove(&mut self, id: u32, at: UnixNanos) -> bool {
+        self.see(at);
+        let Some(entry) = self.entries.get_mut(id as usize).and_then(Option::take) else {
+            return false;
+        };
+        let hash = self.hasher.hash_one(&*entry.key);
+        if let Ok(found) = self.index.find_entry(hash, |&other| other == id) {
+            found.remove();
+        }
+        self.live -= 1;
+        true
+    }
+
+    /// Applies a logged event (recovery). Returns an error when the event names a key
+    /// id that does not exist, which means the log is damaged.
+    pub fn apply(&mut self, event: &Event) -> Result<(), String> {
+        let known = match event {
+            Event::Configure { id, at, quota, key } => {
+                if self.get(*id).is_none() && *id < self.next_id() {
+                    return Err(format!("configure record reuses the retired key id {id}"));
+                }
+                if self.get(*id).is_none() && self.lookup(key).is_some() {
+                    return Err(format!("configure record gives key {key:?} a second id"));
+                }
+                self.apply_configure(*id, key, *quota, *at);
+                true
+            }
+            Event::Check {
+                id,
+                at,
+                cost,
+                allowed,
+            } => self.apply_check(*id, *at, *cost, *allowed, None),
+            Event::CheckAll { at, allowed, items } => {
+                if let Some((id, _)) = items.iter().find(|(id, _)| self.get(*id).is_none()) {
+                    return Err(format!("check-all record names unknown key id {id}"));
+                }
+                for (id, cost) in items {
+                    self.apply_check(*id, *at, *cost, *allowed, None);
+                }
+                true
+            }
+            Event::Reset { id, at } => self.apply_reset(*id, *at),
+            Event::Remove { id, at } => self.apply_remove(*id, *at),
+        };
+        if known {
+            Ok(())
+        } else {
+            Err("record names an unknown key id".to_owned())
+        }
+    }
+}
