@@ -1,0 +1,235 @@
+//! Property tests of the three algorithms against brute-force models, and of replay
+//! against live state.
+
+use std::sync::Arc;
+
+use flint_core::algorithm::AlgoState;
+use flint_core::{Algorithm, Limiter, ManualClock, Options, Period, Quota, SyncMode};
+use proptest::prelude::*;
+
+const T0: u64 = 1_700_000_000_000_000_000;
+const MS: u64 = 1_000_000;
+
+/// One step: move the clock by `dt` nanoseconds, then ask for `cost` (clamped to rate).
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    dt: u64,
+    cost: u64,
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let dt = prop_oneof![
+        Just(0u64),
+        1u64..1_000,
+        (1u64..2_000).prop_map(|ms| ms * MS),
+        (1u64..200).prop_map(|ms| ms * MS + 1),
+    ];
+    prop::collection::vec((dt, 1u64..12).prop_map(|(dt, cost)| Step { dt, cost }), 1..120)
+}
+
+fn algorithm() -> impl Strategy<Value = Algorithm> {
+    prop_oneof![
+        Just(Algorithm::TokenBucket),
+        Just(Algorithm::SlidingWindowLog),
+        Just(Algorithm::FixedWindowCounter),
+    ]
+}
+
+/// The brute-force models: plain lists of what was admitted, and for the token bucket
+/// a token level kept as an exact fraction (tokens x per).
+struct Model {
+    rate: u64,
+    per: u64,
+    algorithm: Algorithm,
+    admitted: Vec<(u64, u64)>,
+    level: u128,
+    last: u64,
+}
+
+impl Model {
+    fn new(quota: &Quota) -> Self {
+        let per = quota.period().as_nanos();
+        Model {
+            rate: quota.rate(),
+            per,
+            algorithm: quota.algorithm(),
+            admitted: Vec::new(),
+            level: u128::from(quota.rate()) * u128::from(per),
+            last: 0,
+        }
+    }
+
+    fn refill(&mut self, now: u64) {
+        let full = u128::from(self.rate) * u128::from(self.per);
+        let gained = u128::from(now.saturating_sub(self.last)) * u128::from(self.rate);
+        self.level = (self.level + gained).min(full);
+        self.last = now;
+    }
+
+    fn allows(&mut self, now: u64, cost: u64) -> bool {
+        match self.algorithm {
+            Algorithm::SlidingWindowLog => {
+                let used: u64 = self
+                    .admitted
+                    .iter()
+                    .filter(|(at, _)| *at + self.per > now)
+                    .map(|(_, c)| c)
+                    .sum();
+                used + cost <= self.rate
+            }
+            Algorithm::FixedWindowCounter => {
+                let window = now - now % self.per;
+                let used: u64 = self
+                    .admitted
+                    .iter()
+                    .filter(|(at, _)| *at >= window)
+                    .map(|(_, c)| c)
+                    .sum();
+                used + cost <= self.rate
+            }
+            Algorithm::TokenBucket => {
+                self.refill(now);
+                self.level >= u128::from(cost) * u128::from(self.per)
+            }
+        }
+    }
+
+    fn admit(&mut self, now: u64, cost: u64) {
+        if self.algorithm == Algorithm::TokenBucket {
+            self.refill(now);
+            self.level -= u128::from(cost) * u128::from(self.per);
+        }
+        self.admitted.push((now, cost));
+    }
+}
+
+fn quota(rate: u64, per_ms: u64, algorithm: Algorithm) -> Quota {
+    Quota::new(rate, Period::from_millis(per_ms).unwrap(), algorithm).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Every decision equals the brute-force model's, and a retry at `retry_after` is
+    /// allowed (one nanosecond earlier it is not).
+    #[test]
+    fn decisions_match_the_model_and_retry_after_is_exact(
+        algorithm in algorithm(),
+        rate in 1u64..12,
+        per_ms in 1u64..3_000,
+        steps in steps(),
+    ) {
+        let q = quota(rate, per_ms, algorithm);
+        let mut state = AlgoState::full(algorithm);
+        let mut model = Model::new(&q);
+        let mut now = T0;
+        for step in steps {
+            now += step.dt;
+            let cost = step.cost.min(rate);
+            let outcome = state.decide(&q, now, cost);
+            prop_assert_eq!(outcome.allowed, model.allows(now, cost), "at {} cost {}", now - T0, cost);
+            if outcome.allowed {
+                prop_assert_eq!(outcome.retry_after, 0);
+                state.consume(&q, now, cost);
+                model.admit(now, cost);
+            } else {
+                let before = state.clone();
+                prop_assert!(outcome.retry_after > 0);
+                prop_assert!(state.decide(&q, now + outcome.retry_after, cost).allowed);
+                prop_assert!(!state.decide(&q, now + outcome.retry_after - 1, cost).allowed);
+                prop_assert!(outcome.reset_at >= now);
+                // A denial changes nothing.
+                prop_assert_eq!(&state, &before);
+            }
+            prop_assert!(outcome.remaining <= rate);
+        }
+    }
+
+    /// The admitted traffic never exceeds what each algorithm promises.
+    #[test]
+    fn admitted_traffic_respects_the_rate(
+        algorithm in algorithm(),
+        rate in 1u64..12,
+        per_ms in 1u64..3_000,
+        steps in steps(),
+    ) {
+        let q = quota(rate, per_ms, algorithm);
+        let per = q.period().as_nanos();
+        let mut state = AlgoState::full(algorithm);
+        let mut admitted: Vec<(u64, u64)> = Vec::new();
+        let mut now = T0;
+        for step in steps {
+            now += step.dt;
+            let cost = step.cost.min(rate);
+            if state.decide(&q, now, cost).allowed {
+                state.consume(&q, now, cost);
+                admitted.push((now, cost));
+            }
+        }
+        for (i, &(start, _)) in admitted.iter().enumerate() {
+            for &(end, _) in &admitted[i..] {
+                let sum: u64 = admitted.iter().filter(|(at, _)| *at >= start && *at <= end).map(|(_, c)| c).sum();
+                match algorithm {
+                    // No window (t - per, t] holds more than rate.
+                    Algorithm::SlidingWindowLog => if end - start < per {
+                        prop_assert!(sum <= rate, "{} in a window of {}ns", sum, end - start);
+                    },
+                    // No aligned window holds more than rate.
+                    Algorithm::FixedWindowCounter => if start / per == end / per {
+                        prop_assert!(sum <= rate);
+                    },
+                    // A full bucket plus what refills in between, exactly.
+                    Algorithm::TokenBucket => {
+                        let refill = u128::from(end - start) * u128::from(rate) / u128::from(per);
+                        prop_assert!(u128::from(sum) <= u128::from(rate) + refill);
+                    }
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// Reopening the data directory (replaying the log, with and without a snapshot)
+    /// gives the same state as was live: the same status, history and next decisions.
+    #[test]
+    fn state_after_replay_equals_live_state(
+        algorithm in algorithm(),
+        rate in 1u64..12,
+        per_ms in 1u64..3_000,
+        steps in steps(),
+        compact_at in 0usize..120,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let options = Options { sync: SyncMode::Batch, clock: clock.clone(), ..Options::default() };
+        let q = quota(rate, per_ms, algorithm);
+        let live = Limiter::open(dir.path(), options.clone()).unwrap();
+        live.limit("a", q).unwrap();
+        live.limit("b", quota(rate + 1, per_ms, algorithm)).unwrap();
+        for (i, step) in steps.iter().enumerate() {
+            clock.advance(step.dt);
+            let cost = step.cost.min(rate);
+            if i % 3 == 0 {
+                live.check_all(&[("a", cost), ("b", 1)]).unwrap();
+            } else {
+                live.check("a", cost).unwrap();
+            }
+            if i == compact_at {
+                live.compact().unwrap();
+            }
+        }
+        let before = (live.list(None).unwrap(), live.history("a", 1000).unwrap(), live.history("b", 1000).unwrap());
+        live.close().unwrap();
+        let replayed = Limiter::open(dir.path(), options).unwrap();
+        let after = (replayed.list(None).unwrap(), replayed.history("a", 1000).unwrap(), replayed.history("b", 1000).unwrap());
+        prop_assert_eq!(before, after);
+        for _ in 0..5 {
+            clock.advance(per_ms * MS / 3 + 1);
+            let decision = replayed.check("a", 1).unwrap();
+            prop_assert!(decision.remaining <= rate);
+        }
+    }
+}
