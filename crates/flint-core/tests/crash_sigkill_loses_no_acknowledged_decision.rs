@@ -1,0 +1,214 @@
+//! A real child process checks a key in a loop and reports every decision the engine
+//! acknowledged; the parent SIGKILLs it at a random moment, reopens the directory and
+//! verifies that every acknowledged consumption is there, exactly once.
+//!
+//! The child is this same test binary, started with `FLINT_CRASH_CHILD` set, running
+//! only the `crash_child` test.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use flint_core::{Algorithm, Limiter, Options, SyncMode};
+
+const CHILD_ENV: &str = "FLINT_CRASH_CHILD";
+const RATE: u64 = 1_000_000_000;
+
+/// The child: opens the directory given in the environment and checks until killed.
+#[test]
+fn crash_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return; // Only meaningful when started by the parent below.
+    };
+    let (sync, dir) = spec.split_once(':').expect("sync:dir");
+    let options = Options {
+        sync: sync.parse().expect("sync mode"),
+        flush_every_ms: 5,
+        flush_every_events: 7,
+        // Small, so that automatic compactions happen (and get killed) too.
+        compact_threshold_bytes: 16 << 10,
+        ..Options::default()
+    };
+    let limiter = Limiter::open(dir, options).expect("child opens the directory");
+    limiter
+        .limit("k", common::quota(RATE, "1d", Algorithm::SlidingWindowLog))
+        .expect("configure");
+    limiter
+        .limit("other", common::quota(RATE, "1d", Algorithm::TokenBucket))
+        .expect("configure");
+    let mut stdout = std::io::stdout().lock();
+    for i in 0u64.. {
+        let cost = 1 + i % 3;
+        let acknowledged = if i % 5 == 4 {
+            limiter
+                .check_all(&[("k", cost), ("other", 1)])
+                .expect("check_all")
+                .allowed
+        } else {
+            limiter.check("k", cost).expect("check").allowed
+        };
+        assert!(acknowledged, "the rate is far above what the test consumes");
+        if i % 400 == 399 {
+            limiter.compact().expect("compact");
+        }
+        use std::io::Write;
+        writeln!(stdout, "ACK {cost}").expect("report");
+        stdout.flush().expect("report");
+    }
+}
+
+/// A small deterministic generator (no dependency needed for a few random numbers).
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}
+
+/// Runs one child until it has acknowledged `acks` decisions, kills it, and returns the
+/// acknowledged cost.
+fn run_child_and_kill(dir: &Path, sync: SyncMode, acks: u64) -> u64 {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, format!("{}:{}", sync.name(), dir.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut acknowledged_cost = 0;
+    let mut seen = 0;
+    let ack_cost = |line: &str| {
+        // The harness may print "test crash_child ... " on the same line.
+        line.split_once("ACK ")
+            .map(|(_, cost)| cost.parse::<u64>().expect("a cost"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for line in lines.by_ref() {
+        if let Some(cost) = ack_cost(&line.expect("read the child")) {
+            acknowledged_cost += cost;
+            seen += 1;
+        }
+        if seen >= acks || Instant::now() > deadline {
+            break;
+        }
+    }
+    // SIGKILL, while the child is in the middle of its next decisions.
+    child.kill().expect("kill the child");
+    child.wait().expect("reap the child");
+    // Decisions acknowledged after the parent stopped reading are still in the pipe.
+    for line in lines.map_while(Result::ok) {
+        acknowledged_cost += ack_cost(&line).unwrap_or(0);
+    }
+    assert!(seen >= acks.min(1), "the child acknowledged nothing");
+    acknowledged_cost
+}
+
+fn crash_rounds(sync: SyncMode, rounds: u64) {
+    let (_tmp, dir) = common::data_dir();
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("time")
+        .as_nanos() as u64
+        | 1;
+    let mut random = XorShift(seed);
+    let mut acknowledged = 0;
+    for round in 0..rounds {
+        let acks = 1 + random.below(if sync == SyncMode::Always { 150 } else { 3000 });
+        acknowledged += run_child_and_kill(&dir, sync, acks);
+
+        let limiter = Limiter::open(&dir, Options::default())
+            .unwrap_or_else(|e| panic!("round {round} (seed {seed}): reopening failed: {e}"));
+        let status = limiter.status("k").expect("status").expect("the key exists");
+        // Every acknowledged unit is there. At most one decision was in flight when the
+        // child died (it is single-threaded), costing at most 3: recorded or not, it
+        // must not appear twice.
+        let recorded = status.counters.allowed_cost;
+        assert!(
+            recorded >= acknowledged,
+            "round {round} (seed {seed}): {acknowledged} units acknowledged, only {recorded} recovered"
+        );
+        assert!(
+            recorded <= acknowledged + 3,
+            "round {round} (seed {seed}): {recorded} units recovered for {acknowledged} acknowledged: counted twice"
+        );
+        // The algorithm state agrees with the counters: the window holds exactly the
+        // recovered consumption (everything is within the day).
+        assert_eq!(
+            status.remaining,
+            RATE - recorded,
+            "round {round} (seed {seed}): state and counters disagree"
+        );
+        limiter.close().expect("close");
+        // The in-flight decision, if recorded, belongs to the next round's baseline.
+        acknowledged = recorded;
+    }
+}
+
+#[test]
+fn sigkill_with_sync_always_loses_no_acknowledged_decision() {
+    crash_rounds(SyncMode::Always, 30);
+}
+
+#[test]
+fn sigkill_with_sync_batch_loses_no_acknowledged_decision() {
+    crash_rounds(SyncMode::Batch, 30);
+}
+
+/// The child for the lock test: holds the directory open until its stdin closes.
+#[test]
+fn lock_holder_child() {
+    let Ok(dir) = std::env::var("FLINT_LOCK_CHILD") else {
+        return;
+    };
+    let limiter = Limiter::open(&dir, Options::default()).expect("child opens the directory");
+    println!("LOCKED");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    limiter.close().expect("close");
+}
+
+#[test]
+fn a_second_opener_in_another_process_is_told_who_holds_the_lock() {
+    let (_tmp, dir) = common::data_dir();
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "lock_holder_child", "--nocapture", "--test-threads=1"])
+        .env("FLINT_LOCK_CHILD", &dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the child");
+    let stdout = child.stdout.take().expect("child stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.ends_with("LOCKED"))),
+        "the child did not open the directory"
+    );
+
+    let error = Limiter::open(&dir, Options::default()).expect_err("the directory is locked");
+    match &error {
+        flint_core::Error::Locked { dir: locked, pid } => {
+            assert_eq!(locked, &dir);
+            assert_eq!(*pid, Some(child.id()));
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains(&dir.display().to_string()), "{message}");
+    assert!(message.contains(&child.id().to_string()), "{message}");
+
+    // Once the holder is gone, the directory opens.
+    drop(child.stdin.take());
+    child.wait().expect("reap the child");
+    let limiter = Limiter::open(&dir, Options::default()).expect("opens after release");
+    limiter.close().expect("close");
+}
