@@ -24,7 +24,10 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
         (1u64..2_000).prop_map(|ms| ms * MS),
         (1u64..200).prop_map(|ms| ms * MS + 1),
     ];
-    prop::collection::vec((dt, 1u64..12).prop_map(|(dt, cost)| Step { dt, cost }), 1..120)
+    prop::collection::vec(
+        (dt, 1u64..12).prop_map(|(dt, cost)| Step { dt, cost }),
+        1..120,
+    )
 }
 
 fn algorithm() -> impl Strategy<Value = Algorithm> {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -54,7 +54,6 @@ fn crash_child() {
         if i % 400 == 399 {
             limiter.compact().expect("compact");
         }
-        use std::io::Write;
         writeln!(stdout, "ACK {cost}").expect("report");
         stdout.flush().expect("report");
     }
@@ -127,7 +126,10 @@ fn crash_rounds(sync: SyncMode, rounds: u64) {
 
         let limiter = Limiter::open(&dir, Options::default())
             .unwrap_or_else(|e| panic!("round {round} (seed {seed}): reopening failed: {e}"));
-        let status = limiter.status("k").expect("status").expect("the key exists");
+        let status = limiter
+            .status("k")
+            .expect("status")
+            .expect("the key exists");
         // Every acknowledged unit is there. At most one decision was in flight when the
         // child died (it is single-threaded), costing at most 3: recorded or not, it
         // must not appear twice.
@@ -180,7 +182,12 @@ fn lock_holder_child() {
 fn a_second_opener_in_another_process_is_told_who_holds_the_lock() {
     let (_tmp, dir) = common::data_dir();
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "lock_holder_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "lock_holder_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("FLINT_LOCK_CHILD", &dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -83,7 +83,10 @@ impl LogSync for FaultySync {
 impl LogFile for FaultyLog {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.faults.disk_full.load(Ordering::Relaxed) {
-            return Err(injected(io::ErrorKind::StorageFull, "no space left on device"));
+            return Err(injected(
+                io::ErrorKind::StorageFull,
+                "no space left on device",
+            ));
         }
         self.inner.append(bytes)
     }
@@ -125,18 +128,28 @@ impl Backend for FaultyBackend {
     }
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         if self.faults.fail_write_atomic.load(Ordering::Relaxed) {
-            return Err(injected(io::ErrorKind::StorageFull, "no space for the snapshot"));
+            return Err(injected(
+                io::ErrorKind::StorageFull,
+                "no space for the snapshot",
+            ));
         }
         self.inner.write_atomic(name, bytes)
     }
     fn create_log(&self, name: &str, content: &[u8]) -> io::Result<Box<dyn LogFile>> {
         if self.faults.fail_create_log.load(Ordering::Relaxed) {
-            return Err(injected(io::ErrorKind::StorageFull, "no space for the new log"));
+            return Err(injected(
+                io::ErrorKind::StorageFull,
+                "no space for the new log",
+            ));
         }
-        self.inner.create_log(name, content).map(|log| self.wrap(log))
+        self.inner
+            .create_log(name, content)
+            .map(|log| self.wrap(log))
     }
     fn open_log(&self, name: &str, logical_len: u64) -> io::Result<Box<dyn LogFile>> {
-        self.inner.open_log(name, logical_len).map(|log| self.wrap(log))
+        self.inner
+            .open_log(name, logical_len)
+            .map(|log| self.wrap(log))
     }
     fn cut_log(&self, name: &str, offset: u64) -> io::Result<()> {
         self.inner.cut_log(name, offset)
@@ -178,7 +191,11 @@ pub fn open_faulty(dir: &Path, sync: SyncMode) -> (Limiter, Arc<Faults>, Arc<Man
     let (backend, faults) = FaultyBackend::open(dir);
     let (mut options, clock) = manual_options(sync);
     options.backend = Some(backend);
-    (Limiter::open(dir, options).expect("open the limiter"), faults, clock)
+    (
+        Limiter::open(dir, options).expect("open the limiter"),
+        faults,
+        clock,
+    )
 }
 
 pub fn quota(rate: u64, per: &str, algorithm: Algorithm) -> Quota {

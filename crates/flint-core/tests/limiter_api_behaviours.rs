@@ -1,0 +1,471 @@
+//! The public behaviours of `Limiter`, one test per rule of the product contract.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{data_dir, log_len, open_at, quota, START};
+use flint_core::{Algorithm, Error, LimitChange, Limiter, ManualClock, SyncMode, TopBy, UnixNanos};
+
+const SECOND: u64 = 1_000_000_000;
+
+fn open(
+    sync: SyncMode,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Limiter,
+    Arc<ManualClock>,
+) {
+    let (tmp, dir) = data_dir();
+    let clock = Arc::new(ManualClock::new(START));
+    let limiter = open_at(&dir, sync, &clock);
+    (tmp, dir, limiter, clock)
+}
+
+#[test]
+fn state_survives_close_and_reopen_for_every_algorithm_and_sync_mode() {
+    for sync in [SyncMode::Always, SyncMode::Batch] {
+        for algorithm in [
+            Algorithm::TokenBucket,
+            Algorithm::SlidingWindowLog,
+            Algorithm::FixedWindowCounter,
+        ] {
+            let (_tmp, dir, limiter, clock) = open(sync);
+            limiter.limit("k", quota(10, "1m", algorithm)).unwrap();
+            for cost in [3, 4, 5] {
+                limiter.check("k", cost).unwrap();
+                clock.advance(SECOND);
+            }
+            let live = limiter.list(None).unwrap();
+            let history = limiter.history("k", 100).unwrap();
+            limiter.close().unwrap();
+            let limiter = open_at(&dir, sync, &clock);
+            assert_eq!(limiter.list(None).unwrap(), live, "{sync:?} {algorithm}");
+            assert_eq!(
+                limiter.history("k", 100).unwrap(),
+                history,
+                "{sync:?} {algorithm}"
+            );
+        }
+    }
+}
+
+#[test]
+fn limit_with_the_same_settings_writes_nothing() {
+    let (_tmp, _dir, limiter, _clock) = open(SyncMode::Always);
+    let q = quota(100, "1m", Algorithm::TokenBucket);
+    assert_eq!(limiter.limit("k", q).unwrap(), LimitChange::Created);
+    let after_first = log_len(&limiter);
+    assert_eq!(limiter.limit("k", q).unwrap(), LimitChange::Unchanged);
+    assert_eq!(log_len(&limiter), after_first);
+    assert_eq!(
+        limiter
+            .limit("k", quota(100, "60s", Algorithm::TokenBucket))
+            .unwrap(),
+        LimitChange::Unchanged,
+        "\"60s\" is the same period as \"1m\""
+    );
+    assert_eq!(
+        limiter
+            .limit("k", quota(50, "1m", Algorithm::TokenBucket))
+            .unwrap(),
+        LimitChange::Updated
+    );
+    assert!(log_len(&limiter) > after_first);
+}
+
+#[test]
+fn reconfiguring_keeps_consumed_units_with_the_same_algorithm() {
+    for algorithm in [
+        Algorithm::TokenBucket,
+        Algorithm::SlidingWindowLog,
+        Algorithm::FixedWindowCounter,
+    ] {
+        let (_tmp, _dir, limiter, _clock) = open(SyncMode::Batch);
+        limiter.limit("k", quota(100, "1h", algorithm)).unwrap();
+        limiter.check("k", 30).unwrap(); // 70 left, 30 consumed
+        limiter.limit("k", quota(50, "1h", algorithm)).unwrap();
+        let status = limiter.status("k").unwrap().unwrap();
+        assert_eq!(status.remaining, 20, "{algorithm}: max(0, 50 - 30)");
+        assert_eq!(status.counters.allowed, 1, "{algorithm}: counters are kept");
+        limiter.limit("k", quota(20, "1h", algorithm)).unwrap();
+        assert_eq!(
+            limiter.status("k").unwrap().unwrap().remaining,
+            0,
+            "{algorithm}"
+        );
+    }
+}
+
+#[test]
+fn reconfiguring_to_another_algorithm_starts_at_full_capacity() {
+    let (_tmp, _dir, limiter, _clock) = open(SyncMode::Batch);
+    limiter
+        .limit("k", quota(100, "1h", Algorithm::TokenBucket))
+        .unwrap();
+    limiter.check("k", 30).unwrap();
+    limiter
+        .limit("k", quota(100, "1h", Algorithm::SlidingWindowLog))
+        .unwrap();
+    let status = limiter.status("k").unwrap().unwrap();
+    assert_eq!(status.remaining, 100);
+    assert_eq!(status.quota.algorithm(), Algorithm::SlidingWindowLog);
+    assert_eq!(
+        limiter.history("k", 10).unwrap().len(),
+        1,
+        "history is kept"
+    );
+}
+
+#[test]
+fn a_check_reports_remaining_reset_and_retry_after() {
+    let (_tmp, _dir, limiter, clock) = open(SyncMode::Always);
+    limiter
+        .limit("k", quota(10, "10s", Algorithm::TokenBucket))
+        .unwrap();
+    let allowed = limiter.check("k", 4).unwrap();
+    assert!(allowed.allowed);
+    assert_eq!((allowed.remaining, allowed.limit, allowed.cost), (6, 10, 4));
+    assert_eq!(allowed.retry_after, 0);
+    assert_eq!(
+        allowed.reset_at,
+        START + 4 * SECOND,
+        "one unit refills per second"
+    );
+    assert_eq!(allowed.algorithm, Algorithm::TokenBucket);
+
+    limiter.check("k", 6).unwrap();
+    let denied = limiter.check("k", 3).unwrap();
+    assert!(!denied.allowed, "a denial is a value");
+    assert_eq!(denied.remaining, 0);
+    assert_eq!(denied.retry_after, 3 * SECOND);
+    // A denial consumed nothing; the same request at retry_after is allowed.
+    clock.advance(denied.retry_after);
+    assert!(limiter.check("k", 3).unwrap().allowed);
+}
+
+#[test]
+fn bad_costs_are_errors_that_consume_nothing() {
+    let (_tmp, _dir, limiter, _clock) = open(SyncMode::Always);
+    limiter
+        .limit("k", quota(10, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    let bytes = log_len(&limiter);
+    for cost in [0, 11, u64::MAX] {
+        let error = limiter.check("k", cost).unwrap_err();
+        let Error::InvalidArgument { key, message } = &error else {
+            panic!("expected InvalidArgument, got {error:?}");
+        };
+        assert_eq!(key.as_deref(), Some("k"));
+        assert!(
+            message.contains(&cost.to_string()) && message.contains("\"k\""),
+            "{message}"
+        );
+        assert!(
+            message.contains("between 1 and"),
+            "the message says the fix: {message}"
+        );
+    }
+    assert_eq!(log_len(&limiter), bytes, "nothing recorded");
+    assert_eq!(limiter.status("k").unwrap().unwrap().remaining, 10);
+}
+
+#[test]
+fn unknown_and_invalid_keys_are_errors() {
+    let (_tmp, _dir, limiter, _clock) = open(SyncMode::Always);
+    let error = limiter.check("nope", 1).unwrap_err();
+    assert!(matches!(&error, Error::LimitNotFound { key } if key == "nope"));
+    assert!(error.to_string().contains("limit(\"nope\""), "{error}");
+    assert!(matches!(
+        limiter.reset("nope"),
+        Err(Error::LimitNotFound { .. })
+    ));
+    assert!(matches!(
+        limiter.remove("nope"),
+        Err(Error::LimitNotFound { .. })
+    ));
+    assert!(matches!(
+        limiter.history("nope", 5),
+        Err(Error::LimitNotFound { .. })
+    ));
+    assert!(limiter.status("nope").unwrap().is_none());
+
+    let q = quota(1, "1s", Algorithm::TokenBucket);
+    assert!(matches!(
+        limiter.limit("", q),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let long = "x".repeat(1025);
+    let error = limiter.limit(&long, q).unwrap_err();
+    assert!(error.to_string().contains("1025 bytes"), "{error}");
+    limiter.limit(&"x".repeat(1024), q).unwrap();
+}
+
+#[test]
+fn check_all_is_all_or_nothing_and_sums_duplicates() {
+    let (_tmp, _dir, limiter, _clock) = open(SyncMode::Always);
+    limiter
+        .limit("user", quota(10, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    limiter
+        .limit("org", quota(5, "1m", Algorithm::SlidingWindowLog))
+        .unwrap();
+
+    let result = limiter
+        .check_all(&[("user", 2), ("org", 3), ("user", 1)])
+        .unwrap();
+    assert!(result.allowed);
+    assert_eq!(result.denied_key, None);
+    assert_eq!(result.results.len(), 3, "one result per item, in order");
+    assert_eq!(result.results[0].key, "user");
+    assert_eq!(
+        result.results[0].decision.remaining, 7,
+        "2 + 1 summed for user"
+    );
+    assert_eq!(result.results[1].decision.remaining, 2);
+
+    let denied = limiter.check_all(&[("user", 1), ("org", 3)]).unwrap();
+    assert!(!denied.allowed);
+    assert_eq!(denied.denied_key.as_deref(), Some("org"));
+    assert!(denied.results.iter().all(|r| !r.decision.allowed));
+    assert_eq!(
+        limiter.status("user").unwrap().unwrap().remaining,
+        7,
+        "nothing consumed"
+    );
+    assert_eq!(limiter.status("org").unwrap().unwrap().remaining, 2);
+    assert_eq!(limiter.status("org").unwrap().unwrap().counters.denied, 1);
+    assert_eq!(
+        limiter.history("user", 10).unwrap().len(),
+        2,
+        "both decisions are history"
+    );
+
+    assert!(matches!(
+        limiter.check_all(&[]),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        limiter.check_all(&[("user", 1), ("missing", 1)]),
+        Err(Error::LimitNotFound { .. })
+    ));
+    let error = limiter.check_all(&[("org", 3), ("org", 3)]).unwrap_err();
+    assert!(error.to_string().contains("sum to 6"), "{error}");
+    assert_eq!(limiter.status("user").unwrap().unwrap().remaining, 7);
+    assert!(limiter.allow_all(&[("user", 1)]).unwrap());
+}
+
+#[test]
+fn reset_restores_capacity_and_remove_deletes_the_limit() {
+    let (_tmp, dir, limiter, clock) = open(SyncMode::Always);
+    limiter
+        .limit("k", quota(3, "1h", Algorithm::FixedWindowCounter))
+        .unwrap();
+    limiter.check("k", 3).unwrap();
+    limiter.reset("k").unwrap();
+    let status = limiter.status("k").unwrap().unwrap();
+    assert_eq!(status.remaining, 3);
+    assert_eq!(status.counters.allowed, 1, "counters survive a reset");
+    limiter.remove("k").unwrap();
+    assert!(limiter.status("k").unwrap().is_none());
+    assert!(matches!(
+        limiter.check("k", 1),
+        Err(Error::LimitNotFound { .. })
+    ));
+    limiter.close().unwrap();
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    assert!(limiter.status("k").unwrap().is_none(), "removal is durable");
+}
+
+#[test]
+fn a_clock_stepping_backwards_gains_no_quota() {
+    let (_tmp, _dir, limiter, clock) = open(SyncMode::Always);
+    limiter
+        .limit("k", quota(2, "1m", Algorithm::SlidingWindowLog))
+        .unwrap();
+    clock.advance(30 * SECOND);
+    limiter.check("k", 2).unwrap();
+    clock.set(START - 3600 * SECOND);
+    assert!(!limiter.check("k", 1).unwrap().allowed);
+    clock.set(START + 30 * SECOND + 59 * SECOND);
+    assert!(
+        !limiter.check("k", 1).unwrap().allowed,
+        "still inside the window"
+    );
+    clock.set(START + 90 * SECOND);
+    assert!(limiter.check("k", 1).unwrap().allowed);
+}
+
+#[test]
+fn history_is_oldest_first_and_bounded() {
+    let (_tmp, _dir, limiter, clock) = open(SyncMode::Batch);
+    limiter
+        .limit("k", quota(1000, "1h", Algorithm::TokenBucket))
+        .unwrap();
+    for i in 0..150u64 {
+        limiter.check("k", 1 + i % 2).unwrap();
+        clock.advance(SECOND);
+    }
+    let all = limiter.history("k", 1000).unwrap();
+    assert_eq!(all.len(), 100, "the ring keeps the last 100");
+    assert!(all.windows(2).all(|w| w[0].at < w[1].at), "oldest first");
+    let last: UnixNanos = START + 149 * SECOND;
+    assert_eq!(all.last().unwrap().at, last);
+    let three = limiter.history("k", 3).unwrap();
+    assert_eq!(three, all[97..].to_vec());
+    assert!(three.iter().all(|e| e.allowed));
+}
+
+#[test]
+fn top_ranks_keys_and_list_filters_by_prefix() {
+    let (_tmp, _dir, limiter, _clock) = open(SyncMode::Batch);
+    for (key, denials) in [("api:a", 1), ("api:b", 5), ("web:c", 3), ("web:idle", 0)] {
+        limiter
+            .limit(key, quota(1, "1h", Algorithm::TokenBucket))
+            .unwrap();
+        if denials > 0 {
+            limiter.check(key, 1).unwrap();
+        }
+        for _ in 0..denials {
+            limiter.check(key, 1).unwrap();
+        }
+    }
+    let top: Vec<String> = limiter
+        .top(TopBy::Denied, 20)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(
+        top,
+        ["api:b", "web:c", "api:a"],
+        "keys with none are left out"
+    );
+    assert_eq!(limiter.top(TopBy::Denied, 1).unwrap().len(), 1);
+    assert_eq!(limiter.top(TopBy::Checks, 20).unwrap()[0].key, "api:b");
+    assert!("nope".parse::<TopBy>().is_err());
+    let api: Vec<String> = limiter
+        .list(Some("api:"))
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(api, ["api:a", "api:b"]);
+    assert_eq!(limiter.list(None).unwrap().len(), 4);
+}
+
+#[test]
+fn doctor_reports_every_check() {
+    let (_tmp, dir, limiter, _clock) = open(SyncMode::Batch);
+    limiter
+        .limit("k", quota(5, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    limiter.check("k", 1).unwrap();
+    let report = limiter.doctor().unwrap();
+    assert!(report.ok);
+    assert_eq!(report.sync, "batch");
+    assert_eq!(report.data_dir, dir);
+    assert_eq!(report.keys, 1);
+    assert!(report.log_bytes > 32);
+    let names: Vec<&str> = report.checks.iter().map(|c| c.name).collect();
+    for name in [
+        "lock",
+        "permissions",
+        "log",
+        "snapshot",
+        "torn_tail",
+        "pending",
+        "compaction",
+        "disk_space",
+    ] {
+        assert!(names.contains(&name), "missing check {name}: {names:?}");
+    }
+    limiter.flush().unwrap();
+    assert_eq!(limiter.doctor().unwrap().pending_events, 0);
+}
+
+#[test]
+fn files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_tmp, dir, limiter, _clock) = open(SyncMode::Always);
+    limiter
+        .limit("k", quota(5, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    limiter.compact().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    for name in ["flint.lock", "flint.aof", "flint.snapshot"] {
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+    }
+}
+
+#[test]
+fn an_existing_directory_keeps_its_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_tmp, dir) = data_dir();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let clock = Arc::new(ManualClock::new(START));
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o750,
+        "never chmod a directory the engine did not create"
+    );
+    let report = limiter.doctor().unwrap();
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "permissions")
+        .unwrap();
+    assert!(check.detail.contains("chmod 700"), "{}", check.detail);
+}
+
+#[test]
+fn a_closed_limiter_refuses_calls_and_releases_the_lock() {
+    let (_tmp, dir, limiter, clock) = open(SyncMode::Always);
+    limiter
+        .limit("k", quota(5, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    limiter.close().unwrap();
+    limiter.close().unwrap();
+    assert!(matches!(limiter.check("k", 1), Err(Error::Closed)));
+    assert!(matches!(limiter.status("k"), Err(Error::Closed)));
+    let again = open_at(&dir, SyncMode::Always, &clock);
+    assert!(again.status("k").unwrap().is_some());
+    let error = Limiter::open(&dir, common::manual_options(SyncMode::Always).0).unwrap_err();
+    assert!(matches!(error, Error::Locked { pid: Some(pid), .. } if pid == std::process::id()));
+}
+
+#[test]
+fn automatic_compaction_keeps_the_log_bounded() {
+    let (_tmp, dir) = data_dir();
+    let (mut options, _clock) = common::manual_options(SyncMode::Batch);
+    options.compact_threshold_bytes = 64 << 10;
+    options.flush_every_ms = 1;
+    let limiter = Limiter::open(&dir, options).unwrap();
+    limiter
+        .limit("k", quota(1_000_000, "1h", Algorithm::TokenBucket))
+        .unwrap();
+    let mut max_seen = 0;
+    for round in 0..200 {
+        for _ in 0..500 {
+            limiter.check("k", 1).unwrap();
+        }
+        max_seen = max_seen.max(log_len(&limiter));
+        if round % 20 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    // 100,000 records of up to 32 bytes would be 3 MB; compaction keeps it far below.
+    assert!(
+        std::fs::metadata(dir.join("flint.snapshot")).is_ok(),
+        "compaction ran"
+    );
+    assert!(max_seen < 1 << 20, "log reached {max_seen} bytes");
+    assert_eq!(
+        limiter.status("k").unwrap().unwrap().counters.allowed,
+        100_000
+    );
+}

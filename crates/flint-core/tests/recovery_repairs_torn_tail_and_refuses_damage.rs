@@ -1,0 +1,315 @@
+//! Opening a data directory after a crash: a torn final record is cut and reported; a
+//! damaged record with valid records after it is refused and nothing is rewritten; a
+//! crash at any step of compaction opens to the same state.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{data_dir, log_len, open_at, quota, START};
+use flint_core::storage::format::{LOG_FILE, SNAPSHOT_FILE};
+use flint_core::{Algorithm, CheckLevel, Error, Limiter, ManualClock, Status, SyncMode};
+use std::sync::Arc;
+
+/// Configures three keys (one per algorithm) and makes a few decisions.
+fn populate(limiter: &Limiter, clock: &ManualClock) {
+    limiter
+        .limit("tb", quota(10, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    limiter
+        .limit("sw", quota(10, "1m", Algorithm::SlidingWindowLog))
+        .unwrap();
+    limiter
+        .limit("fw", quota(10, "1m", Algorithm::FixedWindowCounter))
+        .unwrap();
+    for i in 0..12 {
+        for key in ["tb", "sw", "fw"] {
+            limiter.check(key, 1 + i % 2).unwrap();
+        }
+        clock.advance(1_000_000_000);
+    }
+}
+
+fn list(dir: &Path, clock: &Arc<ManualClock>) -> Vec<Status> {
+    let limiter = open_at(dir, SyncMode::Always, clock);
+    let all = limiter.list(None).unwrap();
+    limiter.close().unwrap();
+    all
+}
+
+#[test]
+fn torn_tail_of_a_short_record_is_cut_and_reported() {
+    let (_tmp, dir) = data_dir();
+    let clock = Arc::new(ManualClock::new(START));
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    populate(&limiter, &clock);
+    let end = log_len(&limiter);
+    limiter.close().unwrap();
+    let before = list(&dir, &clock);
+
+    // A crash mid-write: the length and part of the payload of one more record.
+    let mut log = fs::read(dir.join(LOG_FILE)).unwrap();
+    let torn = [29u8, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 2, 7];
+    log[end as usize..end as usize + torn.len()].copy_from_slice(&torn);
+    fs::write(dir.join(LOG_FILE), &log).unwrap();
+
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    assert_eq!(limiter.list(None).unwrap(), before);
+    let report = limiter.doctor().unwrap();
+    let torn_check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "torn_tail")
+        .unwrap();
+    assert_eq!(torn_check.level, CheckLevel::Warn);
+    assert!(
+        torn_check.detail.contains(&format!("offset {end}")),
+        "{}",
+        torn_check.detail
+    );
+    assert!(
+        report.ok,
+        "a repaired torn tail is a warning, not a failure"
+    );
+    // Appending continues where the good records end, and survives another reopen.
+    assert_eq!(log_len(&limiter), end);
+    limiter.check("tb", 1).unwrap();
+    let live = limiter.list(None).unwrap();
+    limiter.close().unwrap();
+    assert_eq!(list(&dir, &clock), live);
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    let report = limiter.doctor().unwrap();
+    let torn_check = report
+        .checks
+        .iter()
+        .find(|c| c.name == "torn_tail")
+        .unwrap();
+    assert_eq!(
+        torn_check.level,
+        CheckLevel::Ok,
+        "the tail was cut for good"
+    );
+}
+
+#[test]
+fn torn_tail_of_full_length_with_a_bad_checksum_is_cut() {
+    let (_tmp, dir) = data_dir();
+    let clock = Arc::new(ManualClock::new(START));
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    populate(&limiter, &clock);
+    let before_last = log_len(&limiter);
+    limiter.check("tb", 1).unwrap();
+    let end = log_len(&limiter);
+    limiter.close().unwrap();
+
+    // Damage the last record's payload: complete in length, wrong checksum.
+    let mut log = fs::read(dir.join(LOG_FILE)).unwrap();
+    log[end as usize - 1] ^= 0xff;
+    fs::write(dir.join(LOG_FILE), &log).unwrap();
+
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    assert_eq!(
+        log_len(&limiter),
+        before_last,
+        "the damaged last record is dropped"
+    );
+    let status = limiter.status("tb").unwrap().unwrap();
+    assert_eq!(status.counters.allowed + status.counters.denied, 12);
+}
+
+#[test]
+fn damaged_record_followed_by_valid_ones_is_refused_and_nothing_changes() {
+    let (_tmp, dir) = data_dir();
+    let clock = Arc::new(ManualClock::new(START));
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    limiter
+        .limit("tb", quota(10, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    let damaged_at = log_len(&limiter);
+    limiter.check("tb", 1).unwrap();
+    limiter.check("tb", 2).unwrap();
+    limiter.check("tb", 3).unwrap();
+    limiter.close().unwrap();
+
+    let path = dir.join(LOG_FILE);
+    let mut log = fs::read(&path).unwrap();
+    log[damaged_at as usize + 10] ^= 0x55;
+    fs::write(&path, &log).unwrap();
+
+    let error = Limiter::open(&dir, common::manual_options(SyncMode::Always).0).unwrap_err();
+    match &error {
+        Error::Corrupt { file, offset, .. } => {
+            assert_eq!(file, &path);
+            assert_eq!(*offset, damaged_at);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains(&damaged_at.to_string()), "{message}");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        log,
+        "opening must not rewrite a damaged log"
+    );
+}
+
+#[test]
+fn a_damaged_snapshot_is_refused() {
+    let (_tmp, dir) = data_dir();
+    let clock = Arc::new(ManualClock::new(START));
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    populate(&limiter, &clock);
+    limiter.compact().unwrap();
+    limiter.close().unwrap();
+    let path = dir.join(SNAPSHOT_FILE);
+    let mut snapshot = fs::read(&path).unwrap();
+    let middle = snapshot.len() / 2;
+    snapshot[middle] ^= 1;
+    fs::write(&path, &snapshot).unwrap();
+    let error = Limiter::open(&dir, common::manual_options(SyncMode::Always).0).unwrap_err();
+    assert!(
+        matches!(error, Error::Corrupt { ref file, .. } if file == &path),
+        "{error:?}"
+    );
+}
+
+/// The files of a directory: name and content.
+type Files = Vec<(String, Vec<u8>)>;
+
+/// The files of a directory, by name.
+fn files(dir: &Path) -> Files {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().into_string().unwrap(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn restore(dir: &Path, files: &[(String, Vec<u8>)]) {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).unwrap();
+    for (name, bytes) in files {
+        fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+fn file<'f>(files: &'f [(String, Vec<u8>)], name: &str) -> &'f [u8] {
+    &files.iter().find(|(n, _)| n == name).unwrap().1
+}
+
+#[test]
+fn a_crash_at_any_step_of_compaction_opens_to_the_same_state() {
+    let (_tmp, dir) = data_dir();
+    let clock = Arc::new(ManualClock::new(START));
+    // Generation 1: a first compaction, then more decisions in the log.
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    populate(&limiter, &clock);
+    limiter.compact().unwrap();
+    populate(&limiter, &clock);
+    limiter.close().unwrap();
+    let before = files(&dir);
+    let expected = list(&dir, &clock);
+
+    // The compaction whose every intermediate state is tested.
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    let report = limiter.compact().unwrap();
+    assert!(report.log_bytes_after < report.log_bytes_before);
+    limiter.close().unwrap();
+    let after = files(&dir);
+    assert_eq!(list(&dir, &clock), expected);
+
+    let old_log = file(&before, LOG_FILE).to_vec();
+    let new_log = file(&after, LOG_FILE).to_vec();
+    let old_snapshot = file(&before, SNAPSHOT_FILE).to_vec();
+    let new_snapshot = file(&after, SNAPSHOT_FILE).to_vec();
+    let lock = file(&before, "flint.lock").to_vec();
+    let half = |bytes: &[u8]| bytes[..bytes.len() / 2].to_vec();
+    let states: Vec<(&str, Files)> = vec![
+        (
+            "crash while writing the snapshot's temp file",
+            vec![
+                ("flint.lock".into(), lock.clone()),
+                (LOG_FILE.into(), old_log.clone()),
+                (SNAPSHOT_FILE.into(), old_snapshot.clone()),
+                (format!("{SNAPSHOT_FILE}.tmp"), half(&new_snapshot)),
+            ],
+        ),
+        (
+            "crash after the snapshot's temp file was complete, before the rename",
+            vec![
+                ("flint.lock".into(), lock.clone()),
+                (LOG_FILE.into(), old_log.clone()),
+                (SNAPSHOT_FILE.into(), old_snapshot.clone()),
+                (format!("{SNAPSHOT_FILE}.tmp"), new_snapshot.clone()),
+            ],
+        ),
+        (
+            "crash after the snapshot's rename, before the new log",
+            vec![
+                ("flint.lock".into(), lock.clone()),
+                (LOG_FILE.into(), old_log.clone()),
+                (SNAPSHOT_FILE.into(), new_snapshot.clone()),
+            ],
+        ),
+        (
+            "crash while writing the new log's temp file",
+            vec![
+                ("flint.lock".into(), lock.clone()),
+                (LOG_FILE.into(), old_log.clone()),
+                (SNAPSHOT_FILE.into(), new_snapshot.clone()),
+                (format!("{LOG_FILE}.tmp"), half(&new_log)),
+            ],
+        ),
+        (
+            "crash after the new log's rename",
+            vec![
+                ("flint.lock".into(), lock.clone()),
+                (LOG_FILE.into(), new_log.clone()),
+                (SNAPSHOT_FILE.into(), new_snapshot.clone()),
+            ],
+        ),
+    ];
+    for (step, state) in states {
+        restore(&dir, &state);
+        let limiter = open_at(&dir, SyncMode::Always, &clock);
+        assert_eq!(limiter.list(None).unwrap(), expected, "{step}");
+        // Decisions go on from there and survive another reopen.
+        limiter.check("tb", 1).unwrap();
+        let live = limiter.list(None).unwrap();
+        limiter.close().unwrap();
+        assert_eq!(list(&dir, &clock), live, "{step}: after one more decision");
+        let leftovers: Vec<String> = files(&dir)
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.ends_with(flint_core::storage::format::TEMP_SUFFIX))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "{step}: temp files left: {leftovers:?}"
+        );
+    }
+}
+
+#[test]
+fn events_after_the_snapshot_position_are_carried_into_the_new_log() {
+    let (_tmp, dir) = data_dir();
+    let clock = Arc::new(ManualClock::new(START));
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    populate(&limiter, &clock);
+    limiter.compact().unwrap();
+    limiter.check("sw", 1).unwrap();
+    limiter.compact().unwrap();
+    limiter.check("fw", 1).unwrap();
+    let live = limiter.list(None).unwrap();
+    limiter.close().unwrap();
+    assert_eq!(list(&dir, &clock), live);
+}
