@@ -15,7 +15,8 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 bench:
-	$(CARGO) bench -p flint-core --bench check --bench append --bench recovery -- --noplot
+	$(CARGO) bench -p flint-core --bench targets
+	$(CARGO) bench -p flint-core --bench check -- --noplot
 
 clean:
 	$(CARGO) clean
