@@ -313,3 +313,103 @@ fn events_after_the_snapshot_position_are_carried_into_the_new_log() {
     limiter.close().unwrap();
     assert_eq!(list(&dir, &clock), live);
 }
+
+#[test]
+fn repair_cuts_the_log_at_the_damage_after_keeping_a_backup() {
+    use flint_core::storage::backend::Backend;
+    use flint_core::storage::file::FileBackend;
+    use flint_core::storage::repair;
+
+    let (_tmp, dir) = data_dir();
+    let clock = Arc::new(ManualClock::new(START));
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    limiter
+        .limit("tb", quota(10, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    limiter.check("tb", 1).unwrap();
+    let damaged_at = log_len(&limiter);
+    for cost in [2, 3, 4] {
+        clock.advance(1_000_000_000);
+        limiter.check("tb", cost).unwrap();
+    }
+    limiter.close().unwrap();
+    let path = dir.join(LOG_FILE);
+    let mut log = fs::read(&path).unwrap();
+    log[damaged_at as usize + 12] ^= 0x55;
+    fs::write(&path, &log).unwrap();
+
+    let backend = FileBackend::open(&dir).unwrap();
+    let guard = backend.lock().unwrap();
+    let plan = repair::plan(&backend).unwrap().expect("damage to repair");
+    assert_eq!(plan.damaged_at, damaged_at);
+    assert_eq!(
+        plan.dropped_records, 2,
+        "the valid records after the damaged one"
+    );
+    assert_eq!(plan.first_dropped_at, Some(START + 2_000_000_000));
+    assert_eq!(plan.last_dropped_at, Some(START + 3_000_000_000));
+    assert!(plan.dropped_bytes > 0 && !plan.rebased);
+    let report = repair::apply(&backend, plan, START).unwrap();
+    assert_eq!(
+        fs::read(&report.backup).unwrap(),
+        log,
+        "the backup is the old log"
+    );
+    drop(guard);
+
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    let status = limiter.status("tb").unwrap().unwrap();
+    assert_eq!(
+        status.counters.allowed_cost, 1,
+        "only the records before the damage"
+    );
+    drop(limiter);
+    let backend = FileBackend::open(&dir).unwrap();
+    let _guard = backend.lock().unwrap();
+    assert_eq!(
+        repair::plan(&backend).unwrap(),
+        None,
+        "nothing left to repair"
+    );
+}
+
+#[test]
+fn repair_of_damage_the_snapshot_covers_drops_nothing() {
+    use flint_core::storage::backend::Backend;
+    use flint_core::storage::file::FileBackend;
+    use flint_core::storage::repair;
+
+    let (_tmp, dir) = data_dir();
+    let clock = Arc::new(ManualClock::new(START));
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    limiter
+        .limit("tb", quota(10, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    let damaged_at = log_len(&limiter);
+    populate(&limiter, &clock);
+    limiter.close().unwrap();
+    let old_log = fs::read(dir.join(LOG_FILE)).unwrap();
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    limiter.compact().unwrap();
+    let expected = limiter.list(None).unwrap();
+    limiter.close().unwrap();
+
+    // A crash after the snapshot's rename left the old log, whose first records are
+    // damaged: all of them are in the snapshot.
+    let mut damaged = old_log;
+    damaged[damaged_at as usize + 12] ^= 0x55;
+    fs::write(dir.join(LOG_FILE), &damaged).unwrap();
+    assert!(matches!(
+        Limiter::open(&dir, common::manual_options(SyncMode::Always).0),
+        Err(Error::Corrupt { .. })
+    ));
+
+    let backend = FileBackend::open(&dir).unwrap();
+    let guard = backend.lock().unwrap();
+    let plan = repair::plan(&backend).unwrap().unwrap();
+    assert!(plan.rebased);
+    assert_eq!((plan.dropped_records, plan.dropped_bytes), (0, 0));
+    repair::apply(&backend, plan, START).unwrap();
+    drop(guard);
+    assert_eq!(list(&dir, &clock), expected);
+}

@@ -5,4 +5,5 @@ pub mod file;
 pub mod format;
 pub mod record;
 pub mod recovery;
+pub mod repair;
 pub mod snapshot;

@@ -1,0 +1,189 @@
+//! Repairing what opening refuses: a damaged record with valid records after it.
+//!
+//! Opening never discards a valid record. Repair is the one operation that does, so it
+//! is split in two: [`plan`] reads the directory and says exactly what would be
+//! dropped; [`apply`] keeps a backup copy of the log, then replaces the log with its
+//! part before the damage. Damage inside the part of the log that the snapshot already
+//! covers drops nothing: the log is rebased on the snapshot instead.
+
+use std::path::PathBuf;
+
+use crate::clock::UnixNanos;
+use crate::error::{Error, Result};
+use crate::storage::backend::Backend;
+use crate::storage::format::{
+    decode_log_header, encode_log_header, LOG_FILE, LOG_HEADER_LEN, SNAPSHOT_FILE,
+};
+use crate::storage::record::{find_valid_frame_after, read_frame, Event, Frame};
+use crate::storage::snapshot;
+
+/// What a repair would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairPlan {
+    /// Offset of the first damaged record in the current log.
+    pub damaged_at: u64,
+    /// Why that record is damaged.
+    pub reason: String,
+    /// Bytes of the log dropped (from the damage to the last valid record's end).
+    pub dropped_bytes: u64,
+    /// Valid records after the damage, which are dropped with it.
+    pub dropped_records: u64,
+    /// Time of the earliest dropped record.
+    pub first_dropped_at: Option<UnixNanos>,
+    /// Time of the latest dropped record.
+    pub last_dropped_at: Option<UnixNanos>,
+    /// Whether the damage lies in the part the snapshot covers (nothing is lost then).
+    pub rebased: bool,
+    /// The new log's content.
+    new_log: Vec<u8>,
+    /// The log as it is now (the backup's content).
+    old_log: Vec<u8>,
+}
+
+/// What a repair did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    /// The plan that was carried out.
+    pub plan: RepairPlan,
+    /// Where the old log was copied before it was replaced.
+    pub backup: PathBuf,
+}
+
+/// The first damaged record at or after `from` that has valid records after it.
+fn find_damage(log: &[u8], from: usize) -> Option<(usize, &'static str)> {
+    let mut at = from;
+    loop {
+        match read_frame(log, at) {
+            Frame::Valid { next, .. } => at = next,
+            Frame::End => {
+                return find_valid_frame_after(log, at).map(|_| (at, "a gap of zeros"));
+            }
+            Frame::Bad(reason) => return find_valid_frame_after(log, at).map(|_| (at, reason)),
+        }
+    }
+}
+
+/// Reads the data directory behind `backend` (whose lock the caller holds) and returns
+/// what a repair would do, or `None` when the log has no damage before valid records.
+pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
+    let log_path = backend.path(LOG_FILE);
+    let corrupt = |offset, reason: String| Error::Corrupt {
+        file: log_path.clone(),
+        offset,
+        reason,
+    };
+    let Some(log) = backend
+        .read(LOG_FILE)
+        .map_err(|e| Error::io("read", &log_path, e))?
+    else {
+        return Ok(None);
+    };
+    let generation = decode_log_header(&log).map_err(|_| {
+        corrupt(
+            0,
+            "the log header is damaged; repair cannot tell where records start".into(),
+        )
+    })?;
+    let covers = match backend
+        .read(SNAPSHOT_FILE)
+        .map_err(|e| Error::io("read", backend.path(SNAPSHOT_FILE), e))?
+    {
+        Some(bytes) => Some(
+            snapshot::decode(&bytes, 0)
+                .map_err(|_| Error::Corrupt {
+                    file: backend.path(SNAPSHOT_FILE),
+                    offset: 0,
+                    reason: "the snapshot is damaged; repair only mends the log".into(),
+                })?
+                .1,
+        ),
+        None => None,
+    };
+    let header = LOG_HEADER_LEN as usize;
+    let Some((first_damage, first_reason)) = find_damage(&log, header) else {
+        return Ok(None);
+    };
+
+    // Damage in the part the snapshot covers: start a log of the next generation with
+    // only what follows the snapshot's position, as compaction does.
+    let (mut content, base, rebased) = match covers {
+        Some(c) if c.generation == generation && first_damage < c.offset as usize => {
+            let mut content = encode_log_header(generation + 1).to_vec();
+            content.extend_from_slice(log.get(c.offset as usize..).unwrap_or(&[]));
+            (content, c.offset as usize - header, true)
+        }
+        _ => (log.clone(), 0, false),
+    };
+    let Some((damage, reason)) = find_damage(&content, header) else {
+        // Trim the preallocated zeros; the engine extends the file again on open.
+        let end = end_of_records(&content, header);
+        content.truncate(end);
+        return Ok(Some(RepairPlan {
+            damaged_at: first_damage as u64,
+            reason: first_reason.into(),
+            dropped_bytes: 0,
+            dropped_records: 0,
+            first_dropped_at: None,
+            last_dropped_at: None,
+            rebased,
+            new_log: content,
+            old_log: log,
+        }));
+    };
+    // Count what is dropped: every valid record after the damage.
+    let mut dropped_records = 0;
+    let mut first_dropped_at = None;
+    let mut last_dropped_at = None;
+    let mut end = damage;
+    let mut at = damage;
+    while let Some(valid) = find_valid_frame_after(&content, at) {
+        let mut cursor = valid;
+        while let Frame::Valid { payload, next } = read_frame(&content, cursor) {
+            if let Ok(event) = Event::decode(payload) {
+                dropped_records += 1;
+                let when = event.at();
+                first_dropped_at = Some(first_dropped_at.map_or(when, |f: u64| f.min(when)));
+                last_dropped_at = Some(last_dropped_at.map_or(when, |l: u64| l.max(when)));
+            }
+            cursor = next;
+        }
+        end = cursor;
+        at = cursor;
+    }
+    content.truncate(damage);
+    Ok(Some(RepairPlan {
+        damaged_at: (damage + if rebased { base } else { 0 }) as u64,
+        reason: reason.into(),
+        dropped_bytes: (end - damage) as u64,
+        dropped_records,
+        first_dropped_at,
+        last_dropped_at,
+        rebased,
+        new_log: content,
+        old_log: log,
+    }))
+}
+
+fn end_of_records(log: &[u8], from: usize) -> usize {
+    let mut at = from;
+    while let Frame::Valid { next, .. } = read_frame(log, at) {
+        at = next;
+    }
+    at
+}
+
+/// Carries out `plan`: copies the log to `flint.aof.bak-<unix seconds>`, then replaces
+/// the log atomically with the repaired one. The caller holds the directory's lock.
+pub fn apply(backend: &dyn Backend, plan: RepairPlan, now: UnixNanos) -> Result<RepairReport> {
+    let backup_name = format!("{LOG_FILE}.bak-{}", now / 1_000_000_000);
+    let backup = backend.path(&backup_name);
+    backend
+        .write_atomic(&backup_name, &plan.old_log)
+        .map_err(|e| Error::io("back up the log to", &backup, e))?;
+    drop(
+        backend
+            .create_log(LOG_FILE, &plan.new_log)
+            .map_err(|e| Error::io("replace", backend.path(LOG_FILE), e))?,
+    );
+    Ok(RepairReport { plan, backup })
+}
