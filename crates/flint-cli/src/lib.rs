@@ -1,0 +1,68 @@
+//! The `flint` command as a library: [`run`] takes the arguments and returns the exit
+//! code, so the Rust binary and the Python package's console script are one program.
+//!
+//! Exit codes follow grep: 0 success (or allowed), 1 denied (or a failed doctor
+//! check), 2 any error, with a one-line message on stderr.
+
+mod cli;
+mod commands;
+mod output;
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+
+pub use cli::Cli;
+
+/// Runs `flint` with `args` (the first is the program name) and returns the exit code.
+pub fn run<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            return match error.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = error.print();
+                    if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        2
+                    } else {
+                        0
+                    }
+                }
+                _ => {
+                    let rendered = error.render().to_string();
+                    let first = rendered
+                        .lines()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("invalid arguments")
+                        .trim_start_matches("error: ");
+                    fail(&format!("{first} (see `flint --help`)"))
+                }
+            };
+        }
+    };
+    match commands::run(cli) {
+        Ok(outcome) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`flint limit list | head`) is not an error worth a panic.
+            let _ = stdout.write_all(outcome.stdout.as_bytes());
+            let _ = stdout.flush();
+            outcome.code
+        }
+        Err(error) => fail(&format!("{error:#}")),
+    }
+}
+
+/// Prints `message` as the one line on stderr and returns exit code 2.
+fn fail(message: &str) -> i32 {
+    let line = message.replace('\n', " ");
+    let _ = writeln!(std::io::stderr().lock(), "flint: {line}");
+    2
+}

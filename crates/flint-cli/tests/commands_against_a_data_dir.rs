@@ -1,0 +1,495 @@
+//! Every command of the real `flint` binary against a data directory: output, `--json`
+//! shapes and exit codes (0 allowed/success, 1 denied/failed check, 2 error).
+
+use std::path::Path;
+use std::process::{Command as StdCommand, Stdio};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn flint(dir: &Path) -> Command {
+    let mut command = Command::cargo_bin("flint").unwrap();
+    command.env("FLINT_DATA_DIR", dir).env("TZ", "UTC");
+    command
+}
+
+/// Runs `flint --json ARGS` and returns the exit code and the parsed document.
+fn json(dir: &Path, args: &[&str]) -> (i32, Value) {
+    let output = flint(dir).args(args).arg("--json").output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: not one JSON document ({e}): {stdout}"));
+    (output.status.code().unwrap(), value)
+}
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+fn data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(".flint");
+    (tmp, dir)
+}
+
+#[test]
+fn limit_add_creates_then_reports_unchanged_and_updated() {
+    let (_tmp, dir) = data_dir();
+    let (code, value) = json(
+        &dir,
+        &["limit", "add", "api:a", "--rate", "3", "--per", "1m"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(value["change"], "created");
+    assert_eq!(value["status"]["rate"], 3);
+    assert_eq!(value["status"]["per"], "1m");
+    assert_eq!(value["status"]["per_ms"], 60_000);
+    assert_eq!(value["status"]["algorithm"], "token_bucket");
+    let (_, value) = json(
+        &dir,
+        &["limit", "add", "api:a", "--rate", "3", "--per", "60s"],
+    );
+    assert_eq!(value["change"], "unchanged");
+    let (_, value) = json(
+        &dir,
+        &[
+            "limit",
+            "add",
+            "api:a",
+            "--rate",
+            "5",
+            "--per",
+            "1m",
+            "--algorithm",
+            "sliding_window_log",
+        ],
+    );
+    assert_eq!(value["change"], "updated");
+    assert_eq!(value["status"]["algorithm"], "sliding_window_log");
+
+    flint(&dir)
+        .args(["limit", "add", "web", "--rate", "10", "--per", "1s"])
+        .assert()
+        .success()
+        .stdout("created web: 10 per 1s (token_bucket)\n");
+}
+
+#[test]
+fn limit_check_exits_0_when_allowed_and_1_when_denied() {
+    let (_tmp, dir) = data_dir();
+    flint(&dir)
+        .args(["limit", "add", "k", "--rate", "2", "--per", "1h"])
+        .assert()
+        .success();
+    let (code, value) = json(&dir, &["limit", "check", "k", "--cost", "2"]);
+    assert_eq!(code, 0);
+    for field in [
+        "key",
+        "allowed",
+        "remaining",
+        "reset_at",
+        "retry_after",
+        "limit",
+        "algorithm",
+        "cost",
+    ] {
+        assert!(value.get(field).is_some(), "missing {field}: {value}");
+    }
+    assert_eq!(value["allowed"], true);
+    assert_eq!(value["remaining"], 0);
+    assert_eq!(value["retry_after"], 0.0);
+    let (code, value) = json(&dir, &["limit", "check", "k"]);
+    assert_eq!(code, 1, "denied exits 1");
+    assert_eq!(value["allowed"], false);
+    assert!(value["retry_after"].as_f64().unwrap() > 0.0);
+    // The human form shows a table with the local time and the relative time.
+    let output = flint(&dir).args(["limit", "check", "k"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("allowed") && stdout.contains("no"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("+00:00 (in "), "{stdout}");
+}
+
+#[test]
+fn check_all_is_all_or_nothing_with_per_key_costs() {
+    let (_tmp, dir) = data_dir();
+    flint(&dir)
+        .args(["limit", "add", "user", "--rate", "10", "--per", "1h"])
+        .assert()
+        .success();
+    flint(&dir)
+        .args(["limit", "add", "org", "--rate", "3", "--per", "1h"])
+        .assert()
+        .success();
+    let (code, value) = json(
+        &dir,
+        &["limit", "check-all", "user", "org", "--cost", "org=2"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(value["allowed"], true);
+    assert_eq!(value["denied_key"], Value::Null);
+    assert_eq!(value["results"][1]["cost"], 2);
+    assert_eq!(value["results"][1]["remaining"], 1);
+    let (code, value) = json(
+        &dir,
+        &["limit", "check-all", "user", "org", "--cost", "org=2"],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(value["denied_key"], "org");
+    let (_, user) = json(&dir, &["limit", "status", "user"]);
+    assert_eq!(user["remaining"], 9, "nothing consumed by the denied call");
+
+    let output = flint(&dir)
+        .args(["limit", "check-all", "user", "--cost", "nope=2"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("not among the keys"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
+#[test]
+fn status_list_history_top_reset_and_remove() {
+    let (_tmp, dir) = data_dir();
+    for (key, rate) in [("api:a", "1"), ("api:b", "5"), ("web:c", "5")] {
+        flint(&dir)
+            .args(["limit", "add", key, "--rate", rate, "--per", "1h"])
+            .assert()
+            .success();
+    }
+    for expected in [0, 1, 1] {
+        flint(&dir)
+            .args(["limit", "check", "api:a"])
+            .assert()
+            .code(expected);
+    }
+    flint(&dir)
+        .args(["limit", "check", "api:b"])
+        .assert()
+        .success();
+
+    let (_, status) = json(&dir, &["limit", "status", "api:a"]);
+    for field in [
+        "key",
+        "rate",
+        "per",
+        "per_ms",
+        "algorithm",
+        "remaining",
+        "reset_at",
+        "allowed",
+        "denied",
+        "allowed_cost",
+        "denied_cost",
+        "last_seen",
+    ] {
+        assert!(status.get(field).is_some(), "missing {field}: {status}");
+    }
+    assert_eq!(
+        (status["allowed"].as_u64(), status["denied"].as_u64()),
+        (Some(1), Some(2))
+    );
+
+    let (_, list) = json(&dir, &["limit", "list", "--prefix", "api:"]);
+    let keys: Vec<&str> = list["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["api:a", "api:b"]);
+    let human = flint(&dir).args(["limit", "list"]).output().unwrap();
+    let human = String::from_utf8(human.stdout).unwrap();
+    assert!(
+        human.contains("web:c") && human.contains("api:b"),
+        "{human}"
+    );
+
+    let (_, history) = json(&dir, &["limit", "history", "api:a", "--limit", "2"]);
+    assert_eq!(history["key"], "api:a");
+    let events = history["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1]["allowed"], false);
+    for field in ["at", "cost", "allowed", "remaining"] {
+        assert!(events[0].get(field).is_some());
+    }
+
+    let (_, top) = json(&dir, &["limit", "top", "--by", "denied"]);
+    assert_eq!(top["by"], "denied");
+    assert_eq!(top["top"][0]["key"], "api:a");
+    assert_eq!(top["top"].as_array().unwrap().len(), 1);
+    let output = flint(&dir)
+        .args(["limit", "top", "--by", "loudest"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+
+    let (code, _) = json(&dir, &["limit", "reset", "api:a"]);
+    assert_eq!(code, 0);
+    let (_, status) = json(&dir, &["limit", "status", "api:a"]);
+    assert_eq!(status["remaining"], 1);
+    let (code, value) = json(&dir, &["limit", "remove", "api:a"]);
+    assert_eq!((code, value["removed"].as_bool()), (0, Some(true)));
+    let output = flint(&dir)
+        .args(["limit", "status", "api:a"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("flint limit add api:a"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
+#[test]
+fn log_flush_and_compact() {
+    let (_tmp, dir) = data_dir();
+    flint(&dir)
+        .args(["limit", "add", "k", "--rate", "5", "--per", "1m"])
+        .assert()
+        .success();
+    let (code, value) = json(&dir, &["log", "flush"]);
+    assert_eq!((code, value["flushed"].as_bool()), (0, Some(true)));
+    let (code, value) = json(&dir, &["log", "compact"]);
+    assert_eq!(code, 0);
+    assert_eq!(value["keys"], 1);
+    assert!(value["log_bytes_after"].as_u64() < value["log_bytes_before"].as_u64());
+    assert!(dir.join("flint.snapshot").exists());
+}
+
+#[test]
+fn doctor_reports_checks_and_exit_codes() {
+    let (_tmp, dir) = data_dir();
+    flint(&dir)
+        .args(["limit", "add", "k", "--rate", "5", "--per", "1m"])
+        .assert()
+        .success();
+    let (code, value) = json(&dir, &["doctor"]);
+    assert_eq!(code, 0);
+    assert_eq!(value["ok"], true);
+    for field in [
+        "checks",
+        "sync",
+        "version",
+        "data_dir",
+        "log_bytes",
+        "snapshot_bytes",
+    ] {
+        assert!(value.get(field).is_some(), "missing {field}");
+    }
+    let check = &value["checks"][0];
+    for field in ["name", "ok", "detail"] {
+        assert!(check.get(field).is_some(), "missing {field} in {check}");
+    }
+    let human = flint(&dir).arg("doctor").output().unwrap();
+    let human = String::from_utf8(human.stdout).unwrap();
+    assert!(
+        human.contains("torn_tail") && human.contains("ok"),
+        "{human}"
+    );
+}
+
+/// Damages the record after the configure record of `k`, with three valid ones after.
+fn damaged_dir() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let (tmp, dir) = data_dir();
+    flint(&dir)
+        .args(["limit", "add", "k", "--rate", "100", "--per", "1h"])
+        .assert()
+        .success();
+    let (_, doctor) = json(&dir, &["doctor"]);
+    let damaged_at = doctor["log_bytes"].as_u64().unwrap() as usize;
+    for cost in ["1", "2", "3", "4"] {
+        flint(&dir)
+            .args(["limit", "check", "k", "--cost", cost])
+            .assert()
+            .success();
+    }
+    let path = dir.join("flint.aof");
+    let mut log = std::fs::read(&path).unwrap();
+    log[damaged_at + 12] ^= 0x55;
+    std::fs::write(&path, &log).unwrap();
+    (tmp, dir, log)
+}
+
+#[test]
+fn doctor_on_a_damaged_log_fails_and_repair_cuts_it_after_a_backup() {
+    let (_tmp, dir, damaged) = damaged_dir();
+    // Opening refuses, and says how to proceed.
+    let output = flint(&dir).args(["limit", "list"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("flint doctor --repair"),
+        "{}",
+        stderr_of(&output)
+    );
+    let (code, value) = json(&dir, &["doctor"]);
+    assert_eq!((code, value["ok"].as_bool()), (1, Some(false)));
+
+    // Without --yes it asks, and a "no" changes nothing.
+    let output = flint(&dir)
+        .args(["doctor", "--repair"])
+        .write_stdin("n\n")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("3 valid records"),
+        "{}",
+        stderr_of(&output)
+    );
+    assert_eq!(std::fs::read(dir.join("flint.aof")).unwrap(), damaged);
+
+    let (code, value) = json(&dir, &["doctor", "--repair", "--yes"]);
+    assert_eq!(code, 0, "{value}");
+    let repaired = &value["repaired"];
+    assert_eq!(repaired["dropped_records"], 3);
+    assert!(repaired["dropped_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        repaired["first_dropped_at"].as_f64().unwrap()
+            <= repaired["last_dropped_at"].as_f64().unwrap()
+    );
+    let backup = repaired["backup"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read(backup).unwrap(),
+        damaged,
+        "the backup holds the old log"
+    );
+    let (code, status) = json(&dir, &["limit", "status", "k"]);
+    assert_eq!((code, status["allowed_cost"].as_u64()), (0, Some(0)));
+}
+
+#[test]
+fn a_locked_directory_names_the_holder_and_the_way_out() {
+    use std::io::Read;
+    let (_tmp, dir, _) = damaged_dir();
+    // A `flint doctor --repair` waiting at its prompt holds the directory's lock.
+    let mut holder = StdCommand::new(assert_cmd::cargo::cargo_bin("flint"))
+        .env("FLINT_DATA_DIR", &dir)
+        .args(["doctor", "--repair"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = holder.stderr.take().unwrap();
+    let mut prompt = Vec::new();
+    let mut byte = [0u8; 1];
+    while !String::from_utf8_lossy(&prompt).contains("[y/N]") {
+        assert_eq!(
+            stderr.read(&mut byte).unwrap(),
+            1,
+            "the holder exited early"
+        );
+        prompt.push(byte[0]);
+    }
+
+    let output = flint(&dir).args(["limit", "list"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr_of(&output);
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    assert!(
+        message.contains(&format!("pid {}", holder.id())),
+        "{message}"
+    );
+    assert!(message.contains("locked by another process"), "{message}");
+    assert!(message.contains("Stop it first"), "{message}");
+    assert!(message.contains(&dir.display().to_string()), "{message}");
+
+    drop(holder.stdin.take()); // EOF: the holder cancels and releases the lock
+    assert_eq!(holder.wait().unwrap().code(), Some(2));
+}
+
+#[test]
+fn errors_exit_2_with_one_line_on_stderr() {
+    let (_tmp, dir) = data_dir();
+    let cases: &[&[&str]] = &[
+        &["limit", "add", "k", "--rate", "5", "--per", "1M"],
+        &["limit", "add", "k", "--rate", "0", "--per", "1m"],
+        &[
+            "limit",
+            "add",
+            "k",
+            "--rate",
+            "5",
+            "--per",
+            "1m",
+            "--algorithm",
+            "leaky",
+        ],
+        &["limit", "add", "k", "--rate", "five", "--per", "1m"],
+        &["limit", "frobnicate"],
+        &["server", "start"],
+    ];
+    for args in cases {
+        let output = flint(&dir).args(*args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let message = stderr_of(&output);
+        assert_eq!(message.lines().count(), 1, "{args:?}: {message}");
+        assert!(message.starts_with("flint: "), "{args:?}: {message}");
+    }
+    let output = flint(&dir)
+        .args(["limit", "add", "k", "--rate", "5", "--per", "1M"])
+        .output()
+        .unwrap();
+    assert!(stderr_of(&output).contains("minute or month"));
+    let output = flint(&dir).args(["server", "start"]).output().unwrap();
+    assert!(
+        stderr_of(&output).contains("not available"),
+        "{}",
+        stderr_of(&output)
+    );
+    // Commands other than `limit add` do not create a mistyped directory.
+    let output = flint(&dir).args(["limit", "list"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_of(&output).contains("does not exist"));
+    assert!(!dir.exists());
+}
+
+#[test]
+fn json_is_accepted_anywhere_and_data_dir_comes_from_the_flag_too() {
+    let (_tmp, dir) = data_dir();
+    let mut command = Command::cargo_bin("flint").unwrap();
+    let output = command
+        .args(["--json", "--data-dir"])
+        .arg(&dir)
+        .args(["limit", "add", "k", "--rate", "5", "--per", "1m"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(value["change"], "created");
+}
+
+#[test]
+fn version_and_completions() {
+    let output = Command::cargo_bin("flint")
+        .unwrap()
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8(output.stdout)
+        .unwrap()
+        .starts_with("flint 0."));
+    for shell in ["bash", "zsh", "fish"] {
+        let output = Command::cargo_bin("flint")
+            .unwrap()
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{shell}");
+        assert!(
+            String::from_utf8(output.stdout)
+                .unwrap()
+                .contains("check-all"),
+            "{shell}"
+        );
+    }
+}
