@@ -31,7 +31,7 @@ pub enum Error {
         key: String,
     },
     /// Another process holds the data directory's lock.
-    #[error("data directory {} is locked by another process{}: stop that process, or use shared mode (one server owns the directory, other processes talk to it over HTTP)", dir.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    #[error("{}", locked_message(dir, *pid))]
     Locked {
         /// The data directory.
         dir: PathBuf,
@@ -79,6 +79,21 @@ pub enum Error {
     /// The limiter was closed.
     #[error("the limiter is closed: open the data directory again")]
     Closed,
+}
+
+fn locked_message(dir: &std::path::Path, pid: Option<u32>) -> String {
+    if pid == Some(std::process::id()) {
+        return format!(
+            "data directory {} is already open in this process (pid {}): use that limiter, or close it before opening the directory again",
+            dir.display(),
+            std::process::id()
+        );
+    }
+    format!(
+        "data directory {} is locked by another process{}: stop that process, or use shared mode (one server owns the directory, other processes talk to it over HTTP)",
+        dir.display(),
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )
 }
 
 impl Error {

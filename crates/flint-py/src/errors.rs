@@ -1,0 +1,119 @@
+//! The one place where engine errors become Python exceptions.
+//!
+//! The exception classes are defined in Python (`flint/_errors.py`), because several
+//! have two bases (`LimitNotFound` is also a `KeyError`, `InvalidArgument` a
+//! `ValueError`, `StorageError` an `OSError`), which Python expresses directly.
+
+use flint_core::Error;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+/// Builds an instance of `flint._errors.<class>` with `message` and attributes.
+fn raise(py: Python<'_>, class: &str, message: &str, attrs: &[(&str, Py<PyAny>)]) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let module = py.import("flint._errors")?;
+        let exception = module.getattr(class)?.call1((message,))?;
+        for (name, value) in attrs {
+            exception.setattr(*name, value)?;
+        }
+        Ok(PyErr::from_value(exception))
+    };
+    build().unwrap_or_else(|e| {
+        PyRuntimeError::new_err(format!("{message} (and raising it failed: {e})"))
+    })
+}
+
+/// Converts an engine error into the matching exception of SPEC §4.
+pub fn to_py(py: Python<'_>, error: Error) -> PyErr {
+    let message = error.to_string();
+    let none = || py.None();
+    let text = |s: &str| {
+        s.into_pyobject(py)
+            .map_or_else(|_| py.None(), |o| o.into_any().unbind())
+    };
+    match error {
+        Error::InvalidArgument { key, .. } => raise(
+            py,
+            "InvalidArgument",
+            &message,
+            &[("key", key.as_deref().map_or_else(none, text))],
+        ),
+        Error::LimitNotFound { key } => {
+            raise(py, "LimitNotFound", &message, &[("key", text(&key))])
+        }
+        Error::Locked { dir, pid } => raise(
+            py,
+            "DataDirLocked",
+            &message,
+            &[
+                ("data_dir", text(&dir.display().to_string())),
+                (
+                    "pid",
+                    pid.map_or_else(none, |p| {
+                        p.into_pyobject(py)
+                            .map_or_else(|_| py.None(), |o| o.into_any().unbind())
+                    }),
+                ),
+            ],
+        ),
+        Error::Corrupt { file, offset, .. } => raise(
+            py,
+            "CorruptedData",
+            &message,
+            &[
+                ("filename", text(&file.display().to_string())),
+                (
+                    "offset",
+                    offset
+                        .into_pyobject(py)
+                        .map_or_else(|_| py.None(), |o| o.into_any().unbind()),
+                ),
+            ],
+        ),
+        Error::Io { path, source, .. } => raise(
+            py,
+            "StorageError",
+            &message,
+            &[
+                ("filename", text(&path.display().to_string())),
+                (
+                    "errno",
+                    source.raw_os_error().map_or_else(none, |n| {
+                        n.into_pyobject(py)
+                            .map_or_else(|_| py.None(), |o| o.into_any().unbind())
+                    }),
+                ),
+            ],
+        ),
+        Error::UnsupportedVersion { .. } | Error::Poisoned { .. } => {
+            raise(py, "StorageError", &message, &[])
+        }
+        // `Closed`, and variants added to the engine later: the root class.
+        _ => raise(py, "FlintError", &message, &[]),
+    }
+}
+
+/// An `InvalidArgument` raised by the binding itself (a Python type the engine never
+/// sees, such as a float rate).
+pub fn invalid(py: Python<'_>, key: Option<&str>, message: String) -> PyErr {
+    to_py(
+        py,
+        Error::InvalidArgument {
+            key: key.map(str::to_owned),
+            message,
+        },
+    )
+}
+
+/// The error raised when a limiter opened before `os.fork()` is used in the child.
+pub fn forked(py: Python<'_>, opened_by: u32) -> PyErr {
+    raise(
+        py,
+        "FlintError",
+        &format!(
+            "this Limiter was opened by process {opened_by} before os.fork(); using it in the child process {} would write the same log from two processes. Open a new flint.Limiter in the child (after the parent has closed it), or use shared mode",
+            std::process::id()
+        ),
+        &[],
+    )
+}

@@ -1,0 +1,28 @@
+//! `flint._native`: the Python binding of the Flint engine. It converts types, releases
+//! the GIL around every engine call and maps errors; no limiter rule lives here.
+
+mod convert;
+mod errors;
+mod limiter;
+
+use pyo3::prelude::*;
+
+/// Runs the `flint` command with `argv` (program name first) and returns its exit code.
+/// The package's console script calls this, so `pip install` gives the same CLI as
+/// `cargo install`.
+#[pyfunction]
+fn run_cli(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(|| flint_cli::run(argv))
+}
+
+/// The native module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    limiter::watch_forks();
+    m.add_class::<limiter::PyLimiter>()?;
+    m.add_class::<limiter::PyCheckResult>()?;
+    m.add_class::<limiter::PyManualClock>()?;
+    m.add_function(wrap_pyfunction!(run_cli, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

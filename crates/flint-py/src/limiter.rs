@@ -1,0 +1,478 @@
+//! `flint._native.Limiter`, `CheckResult` and `ManualClock`: conversions around
+//! `flint_core`, with the GIL released for every engine call.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+
+use flint_core::{
+    from_unix_seconds, to_unix_seconds, Algorithm, Clock, Decision, Limiter, ManualClock, Options,
+    Quota, SyncMode, TopBy,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyFloat, PyList};
+
+use crate::convert;
+use crate::errors::{forked, invalid, to_py};
+
+/// Incremented in the child after every `fork()`; a limiter remembers the value it was
+/// opened under, so a forked child can tell that the limiter is not its own.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Registers the fork handler once per process.
+pub fn watch_forks() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a handler that only touches an atomic, which is
+        // async-signal-safe as the child side of fork requires.
+        #[expect(unsafe_code, reason = "pthread_atfork has no safe wrapper")]
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+}
+
+/// The result of one check: immutable, true when allowed.
+#[pyclass(name = "CheckResult", module = "flint._native", frozen)]
+pub struct PyCheckResult {
+    /// Whether the request was allowed.
+    #[pyo3(get)]
+    allowed: bool,
+    /// Units left after this decision.
+    #[pyo3(get)]
+    remaining: u64,
+    /// Unix seconds at which the key is back to full capacity.
+    #[pyo3(get)]
+    reset_at: f64,
+    /// Seconds until a request of this cost would be allowed (0.0 when allowed).
+    #[pyo3(get)]
+    retry_after: f64,
+    /// The limit's rate.
+    #[pyo3(get)]
+    limit: u64,
+    /// The key.
+    #[pyo3(get)]
+    key: String,
+    /// The limit's algorithm.
+    #[pyo3(get)]
+    algorithm: &'static str,
+    /// The cost asked for.
+    #[pyo3(get)]
+    cost: u64,
+}
+
+impl PyCheckResult {
+    fn new(key: String, d: &Decision) -> Self {
+        PyCheckResult {
+            allowed: d.allowed,
+            remaining: d.remaining,
+            reset_at: to_unix_seconds(d.reset_at),
+            retry_after: d.retry_after as f64 / 1e9,
+            limit: d.limit,
+            key,
+            algorithm: d.algorithm.name(),
+            cost: d.cost,
+        }
+    }
+
+    fn fields(&self) -> (bool, u64, u64, u64, u64, u64, &str, &str) {
+        (
+            self.allowed,
+            self.remaining,
+            self.reset_at.to_bits(),
+            self.retry_after.to_bits(),
+            self.limit,
+            self.cost,
+            &self.key,
+            self.algorithm,
+        )
+    }
+}
+
+#[pymethods]
+impl PyCheckResult {
+    fn __bool__(&self) -> bool {
+        self.allowed
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let key = self.key.clone().into_pyobject(py)?.repr()?;
+        // Python's float repr ("0.0", "1700000000.25"), not Rust's ("0").
+        let retry_after = PyFloat::new(py, self.retry_after).repr()?;
+        let reset_at = PyFloat::new(py, self.reset_at).repr()?;
+        Ok(format!(
+            "CheckResult(key={key}, allowed={}, remaining={}, limit={}, cost={}, retry_after={retry_after}, reset_at={reset_at}, algorithm='{}')",
+            if self.allowed { "True" } else { "False" },
+            self.remaining,
+            self.limit,
+            self.cost,
+            self.algorithm
+        ))
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<PyCheckResult>()
+            .is_ok_and(|o| o.get().fields() == self.fields())
+    }
+
+    fn __hash__(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.fields().hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// The fields as a dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("key", &self.key)?;
+        d.set_item("allowed", self.allowed)?;
+        d.set_item("remaining", self.remaining)?;
+        d.set_item("reset_at", self.reset_at)?;
+        d.set_item("retry_after", self.retry_after)?;
+        d.set_item("limit", self.limit)?;
+        d.set_item("algorithm", self.algorithm)?;
+        d.set_item("cost", self.cost)?;
+        Ok(d)
+    }
+}
+
+/// A clock that moves only when told to, for tests.
+#[pyclass(name = "ManualClock", module = "flint._native", frozen)]
+pub struct PyManualClock(Arc<ManualClock>);
+
+fn nanos(py: Python<'_>, seconds: f64, what: &str) -> PyResult<u64> {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(invalid(
+            py,
+            None,
+            format!("{what} {seconds} is invalid: pass a finite, non-negative number of seconds"),
+        ));
+    }
+    Ok(from_unix_seconds(seconds))
+}
+
+#[pymethods]
+impl PyManualClock {
+    #[new]
+    #[pyo3(signature = (start=None))]
+    fn new(py: Python<'_>, start: Option<f64>) -> PyResult<Self> {
+        let start = match start {
+            Some(s) => nanos(py, s, "start")?,
+            None => flint_core::SystemClock.now(),
+        };
+        Ok(PyManualClock(Arc::new(ManualClock::new(start))))
+    }
+
+    /// Moves the clock forward by `seconds`.
+    fn advance(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
+        self.0.advance(nanos(py, seconds, "advance")?);
+        Ok(())
+    }
+
+    /// Sets the clock to `unix_seconds` (it may go backwards, as a real clock can).
+    fn set(&self, py: Python<'_>, unix_seconds: f64) -> PyResult<()> {
+        self.0.set(nanos(py, unix_seconds, "set")?);
+        Ok(())
+    }
+
+    /// The clock's time in Unix seconds.
+    fn now(&self) -> f64 {
+        to_unix_seconds(self.0.now())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ManualClock(now={})", self.now())
+    }
+}
+
+/// A persistent rate limiter over one data directory (embedded mode).
+#[pyclass(name = "Limiter", module = "flint._native", subclass, frozen)]
+pub struct PyLimiter {
+    /// `None` only after a fork, when the child must neither use nor drop it.
+    inner: Option<Limiter>,
+    fork_generation: u64,
+    opened_by: u32,
+}
+
+impl Drop for PyLimiter {
+    fn drop(&mut self) {
+        if FORK_GENERATION.load(Ordering::Relaxed) != self.fork_generation {
+            // The child of a fork: the flusher thread does not exist here and the
+            // lock and log belong to the parent. Leak rather than close.
+            std::mem::forget(self.inner.take());
+        }
+    }
+}
+
+impl PyLimiter {
+    fn engine(&self, py: Python<'_>) -> PyResult<&Limiter> {
+        if FORK_GENERATION.load(Ordering::Relaxed) != self.fork_generation {
+            return Err(forked(py, self.opened_by));
+        }
+        self.inner
+            .as_ref()
+            .ok_or_else(|| forked(py, self.opened_by))
+    }
+}
+
+#[pymethods]
+impl PyLimiter {
+    #[new]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "PyO3 extracts arguments as owned values"
+    )]
+    #[pyo3(signature = (data_dir=PathBuf::from(".flint"), *, sync="always", flush_every_ms=100, flush_every_events=100, clock=None))]
+    fn new(
+        py: Python<'_>,
+        data_dir: PathBuf,
+        sync: &str,
+        flush_every_ms: u64,
+        flush_every_events: u64,
+        clock: Option<&Bound<'_, PyManualClock>>,
+    ) -> PyResult<Self> {
+        watch_forks();
+        let sync: SyncMode = sync.parse().map_err(|e| to_py(py, e))?;
+        let mut options = Options {
+            sync,
+            flush_every_ms,
+            flush_every_events,
+            ..Options::default()
+        };
+        if let Some(clock) = clock {
+            options.clock = clock.get().0.clone();
+        }
+        let limiter = py
+            .detach(|| Limiter::open(&data_dir, options))
+            .map_err(|e| to_py(py, e))?;
+        Ok(PyLimiter {
+            inner: Some(limiter),
+            fork_generation: FORK_GENERATION.load(Ordering::Relaxed),
+            opened_by: std::process::id(),
+        })
+    }
+
+    /// The data directory.
+    #[getter]
+    fn data_dir(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(self.engine(py)?.data_dir().display().to_string())
+    }
+
+    /// `"always"` or `"batch"`.
+    #[getter]
+    fn sync(&self, py: Python<'_>) -> PyResult<&'static str> {
+        Ok(self.engine(py)?.options().sync.name())
+    }
+
+    /// Configures the limit of `key`; the same settings again change nothing.
+    /// Returns "created", "updated" or "unchanged".
+    #[pyo3(signature = (key, *, rate, per, algorithm="token_bucket"))]
+    fn limit(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        rate: &Bound<'_, PyAny>,
+        per: &Bound<'_, PyAny>,
+        algorithm: &str,
+    ) -> PyResult<&'static str> {
+        let key = convert::key(key)?;
+        let rate = convert::positive_int(rate, "rate", &key, "100")?;
+        let period = convert::period(per, &key)?;
+        let algorithm: Algorithm = algorithm.parse().map_err(|e| to_py(py, e))?;
+        let quota = Quota::new(rate, period, algorithm).map_err(|e| to_py(py, e))?;
+        let engine = self.engine(py)?;
+        let change = py
+            .detach(|| engine.limit(&key, quota))
+            .map_err(|e| to_py(py, e))?;
+        Ok(match change {
+            flint_core::LimitChange::Created => "created",
+            flint_core::LimitChange::Updated => "updated",
+            flint_core::LimitChange::Unchanged => "unchanged",
+        })
+    }
+
+    /// Checks `key` for `cost` units, consuming them when allowed.
+    #[pyo3(signature = (key, *, cost=None))]
+    fn check(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        cost: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyCheckResult> {
+        let key = convert::key(key)?;
+        let cost = match cost {
+            None => 1,
+            Some(c) => convert::positive_int(c, "cost", &key, "1")?,
+        };
+        let engine = self.engine(py)?;
+        let decision = py
+            .detach(|| engine.check(&key, cost))
+            .map_err(|e| to_py(py, e))?;
+        Ok(PyCheckResult::new(key, &decision))
+    }
+
+    /// Like `check`, returning only whether it was allowed.
+    #[pyo3(signature = (key, *, cost=None))]
+    fn allow(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        cost: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let key = convert::key(key)?;
+        let cost = match cost {
+            None => 1,
+            Some(c) => convert::positive_int(c, "cost", &key, "1")?,
+        };
+        let engine = self.engine(py)?;
+        py.detach(|| engine.allow(&key, cost))
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// Checks several keys, all or nothing.
+    fn check_all<'py>(
+        &self,
+        py: Python<'py>,
+        items: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let items = convert::items(items)?;
+        let borrowed: Vec<(&str, u64)> = items.iter().map(|(k, c)| (k.as_str(), *c)).collect();
+        let engine = self.engine(py)?;
+        let result = py
+            .detach(|| engine.check_all(&borrowed))
+            .map_err(|e| to_py(py, e))?;
+        let results = PyList::empty(py);
+        for r in &result.results {
+            results.append(convert::decision(py, &r.key, &r.decision)?)?;
+        }
+        let d = PyDict::new(py);
+        d.set_item("allowed", result.allowed)?;
+        d.set_item("denied_key", result.denied_key)?;
+        d.set_item("results", results)?;
+        Ok(d)
+    }
+
+    /// Like `check_all`, returning only whether it was allowed.
+    fn allow_all(&self, py: Python<'_>, items: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let items = convert::items(items)?;
+        let borrowed: Vec<(&str, u64)> = items.iter().map(|(k, c)| (k.as_str(), *c)).collect();
+        let engine = self.engine(py)?;
+        py.detach(|| engine.allow_all(&borrowed))
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// Puts `key` back to full capacity.
+    fn reset(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let key = convert::key(key)?;
+        let engine = self.engine(py)?;
+        py.detach(|| engine.reset(&key)).map_err(|e| to_py(py, e))
+    }
+
+    /// Deletes the limit of `key`.
+    fn remove(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        let key = convert::key(key)?;
+        let engine = self.engine(py)?;
+        py.detach(|| engine.remove(&key)).map_err(|e| to_py(py, e))
+    }
+
+    /// The status dict of `key`, or None.
+    fn status<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let key = convert::key(key)?;
+        let engine = self.engine(py)?;
+        let status = py
+            .detach(|| engine.status(&key))
+            .map_err(|e| to_py(py, e))?;
+        status.map(|s| convert::status(py, &s)).transpose()
+    }
+
+    /// Status dicts of every limit (whose key starts with `prefix`), sorted by key.
+    #[pyo3(signature = (prefix=None))]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "PyO3 extracts arguments as owned values"
+    )]
+    fn list<'py>(&self, py: Python<'py>, prefix: Option<String>) -> PyResult<Bound<'py, PyList>> {
+        let engine = self.engine(py)?;
+        let all = py
+            .detach(|| engine.list(prefix.as_deref()))
+            .map_err(|e| to_py(py, e))?;
+        convert::statuses(py, &all)
+    }
+
+    /// The most recent decisions of `key`, oldest first.
+    #[pyo3(signature = (key, limit=100))]
+    fn history<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        limit: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let key = convert::key(key)?;
+        let engine = self.engine(py)?;
+        let events = py
+            .detach(|| engine.history(&key, limit))
+            .map_err(|e| to_py(py, e))?;
+        convert::history(py, &events)
+    }
+
+    /// The keys with the most `by`: `denied`, `allowed`, `denied_cost`, `allowed_cost` or `checks`.
+    #[pyo3(signature = (by="denied", limit=20))]
+    fn top<'py>(&self, py: Python<'py>, by: &str, limit: usize) -> PyResult<Bound<'py, PyList>> {
+        let by: TopBy = by.parse().map_err(|e| to_py(py, e))?;
+        let engine = self.engine(py)?;
+        let ranked = py
+            .detach(|| engine.top(by, limit))
+            .map_err(|e| to_py(py, e))?;
+        convert::statuses(py, &ranked)
+    }
+
+    /// Checks the data directory and the engine.
+    fn doctor<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let engine = self.engine(py)?;
+        let report = py.detach(|| engine.doctor()).map_err(|e| to_py(py, e))?;
+        convert::doctor(py, &report)
+    }
+
+    /// Syncs every event written so far.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let engine = self.engine(py)?;
+        py.detach(|| engine.flush()).map_err(|e| to_py(py, e))
+    }
+
+    /// Writes a snapshot and starts a new log tail.
+    fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let engine = self.engine(py)?;
+        let r = py.detach(|| engine.compact()).map_err(|e| to_py(py, e))?;
+        let d = PyDict::new(py);
+        d.set_item("keys", r.keys)?;
+        d.set_item("snapshot_bytes", r.snapshot_bytes)?;
+        d.set_item("log_bytes_before", r.log_bytes_before)?;
+        d.set_item("log_bytes_after", r.log_bytes_after)?;
+        Ok(d)
+    }
+
+    /// Syncs and releases the data directory; closing twice is fine.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let engine = self.engine(py)?;
+        py.detach(|| engine.close()).map_err(|e| to_py(py, e))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let engine = self.engine(py)?;
+        Ok(format!(
+            "Limiter(data_dir={:?}, sync={:?})",
+            engine.data_dir().display().to_string(),
+            engine.options().sync.name()
+        ))
+    }
+}

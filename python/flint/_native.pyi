@@ -1,0 +1,130 @@
+"""Type stubs of the native part of Flint (``flint._native``), the Rust engine's binding."""
+
+from collections.abc import Iterable
+from datetime import timedelta
+from os import PathLike
+from typing import Any, Literal, Union
+
+__version__: str
+
+Period = Union[str, int, float, timedelta]
+Item = Union[str, dict[str, Any], tuple[str, int]]
+
+class CheckResult:
+    """The result of one check: immutable; ``bool(result)`` is ``allowed``."""
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the request was allowed (and its cost consumed)."""
+    @property
+    def remaining(self) -> int:
+        """Units left after this decision."""
+    @property
+    def reset_at(self) -> float:
+        """Unix seconds at which the key is back to full capacity."""
+    @property
+    def retry_after(self) -> float:
+        """Seconds until a request of this cost would be allowed; 0.0 when allowed."""
+    @property
+    def limit(self) -> int:
+        """The limit's rate."""
+    @property
+    def key(self) -> str:
+        """The key checked."""
+    @property
+    def algorithm(self) -> str:
+        """The limit's algorithm."""
+    @property
+    def cost(self) -> int:
+        """The cost asked for."""
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict."""
+    def __bool__(self) -> bool: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+class ManualClock:
+    """A clock that moves only when told to, for tests.
+
+    Args:
+        start: Unix seconds to start at; now when omitted.
+    """
+
+    def __init__(self, start: float | None = None) -> None: ...
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds``."""
+    def set(self, unix_seconds: float) -> None:
+        """Set the clock (it may go backwards; no key gains quota from that)."""
+    def now(self) -> float:
+        """The clock's time in Unix seconds."""
+
+class Limiter:
+    """A persistent rate limiter over one data directory (embedded mode)."""
+
+    def __init__(
+        self,
+        data_dir: str | PathLike[str] = ".flint",
+        *,
+        sync: Literal["always", "batch"] = "always",
+        flush_every_ms: int = 100,
+        flush_every_events: int = 100,
+        clock: ManualClock | None = None,
+    ) -> None: ...
+    @property
+    def data_dir(self) -> str:
+        """The data directory."""
+    @property
+    def sync(self) -> str:
+        """``"always"`` or ``"batch"``."""
+    def limit(
+        self, key: str, *, rate: int, per: Period, algorithm: str = "token_bucket"
+    ) -> Literal["created", "updated", "unchanged"]:
+        """Configure the limit of ``key``: at most ``rate`` units per ``per``.
+
+        The same settings again write nothing. With the same algorithm, consumed units
+        carry over; with another algorithm the key starts at full capacity.
+
+        Raises:
+            InvalidArgument: A bad key, rate, period or algorithm.
+        """
+    def check(self, key: str, *, cost: int = 1) -> CheckResult:
+        """Check ``key`` and consume ``cost`` units when allowed.
+
+        Raises:
+            LimitNotFound: The key has no limit.
+            InvalidArgument: ``cost`` is not between 1 and the rate.
+            StorageError: The decision could not be recorded.
+        """
+    def allow(self, key: str, *, cost: int = 1) -> bool:
+        """Like :meth:`check`, returning only whether it was allowed."""
+    def check_all(self, items: Iterable[Item]) -> dict[str, Any]:
+        """Check several keys, all or nothing; duplicate keys are summed.
+
+        Returns:
+            ``{"allowed", "denied_key", "results"}``, one result per item in order.
+        """
+    def allow_all(self, items: Iterable[Item]) -> bool:
+        """Like :meth:`check_all`, returning only whether it was allowed."""
+    def reset(self, key: str) -> None:
+        """Put ``key`` back to full capacity (counters and history are kept)."""
+    def remove(self, key: str) -> None:
+        """Delete the limit of ``key``."""
+    def status(self, key: str) -> dict[str, Any] | None:
+        """The key's limit, capacity and counters, or None when it has no limit."""
+    def list(self, prefix: str | None = None) -> list[dict[str, Any]]:
+        """Status dicts of every limit (whose key starts with ``prefix``), by key."""
+    def history(self, key: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The key's most recent decisions, oldest first."""
+    def top(self, by: str = "denied", limit: int = 20) -> list[dict[str, Any]]:
+        """Keys ranked by denied, allowed, denied_cost, allowed_cost or checks."""
+    def doctor(self) -> dict[str, Any]:
+        """Check the data directory and the engine."""
+    def flush(self) -> None:
+        """Sync every event written so far to disk."""
+    def compact(self) -> dict[str, Any]:
+        """Write a snapshot and start a new, short log."""
+    def close(self) -> None:
+        """Sync and release the data directory; closing twice is fine."""
+
+def run_cli(argv: list[str]) -> int:
+    """Run the ``flint`` command with ``argv`` and return its exit code."""
