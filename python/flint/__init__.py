@@ -156,7 +156,9 @@ class Limiter(_native.Limiter):
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(None, functools.partial(call, *args, **kwargs))
 
-    async def alimit(self, key: str, *, rate: int, per: Any, algorithm: str = "token_bucket") -> str:
+    async def alimit(
+        self, key: str, *, rate: int, per: Any, algorithm: str = "token_bucket"
+    ) -> str:
         """Async :meth:`limit`."""
         return await self._in_executor(self.limit, key, rate=rate, per=per, algorithm=algorithm)
 

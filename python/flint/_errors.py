@@ -52,8 +52,7 @@ class RateLimitExceeded(FlintError):
 
     def __init__(self, key: str, remaining: int, reset_at: float, retry_after: float) -> None:
         super().__init__(
-            f"rate limit exceeded for key {key!r}: {remaining} left, "
-            f"retry in {retry_after:.3f}s"
+            f"rate limit exceeded for key {key!r}: {remaining} left, retry in {retry_after:.3f}s"
         )
         self.key = key
         self.remaining = remaining

@@ -3,12 +3,12 @@
 from collections.abc import Iterable
 from datetime import timedelta
 from os import PathLike
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 __version__: str
 
-Period = Union[str, int, float, timedelta]
-Item = Union[str, dict[str, Any], tuple[str, int]]
+Period = str | int | float | timedelta
+Item = str | dict[str, Any] | tuple[str, int]
 
 class CheckResult:
     """The result of one check: immutable; ``bool(result)`` is ``allowed``."""

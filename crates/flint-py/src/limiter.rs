@@ -284,8 +284,15 @@ impl PyLimiter {
         let key = convert::key(key)?;
         let rate = convert::positive_int(rate, "rate", &key, "100")?;
         let period = convert::period(per, &key)?;
-        let algorithm: Algorithm = algorithm.parse().map_err(|e| to_py(py, e))?;
-        let quota = Quota::new(rate, period, algorithm).map_err(|e| to_py(py, e))?;
+        // The engine checks these without knowing the key; name it in the message.
+        let for_key = |e: flint_core::Error| match e {
+            flint_core::Error::InvalidArgument { key: None, message } => {
+                invalid(py, Some(&key), format!("for key {key:?}: {message}"))
+            }
+            other => to_py(py, other),
+        };
+        let algorithm: Algorithm = algorithm.parse().map_err(for_key)?;
+        let quota = Quota::new(rate, period, algorithm).map_err(for_key)?;
         let engine = self.engine(py)?;
         let change = py
             .detach(|| engine.limit(&key, quota))

@@ -1,0 +1,52 @@
+"""The installed `flint` console script runs the Rust CLI inside the native module."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import flint
+
+
+def run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(script), *args], capture_output=True, text=True)
+
+
+def test_the_console_script_is_the_rust_cli(flint_script: Path, data_dir: Path) -> None:
+    assert flint_script.exists(), "pip install puts `flint` beside the interpreter"
+    version = run(flint_script, "--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"flint {flint.__version__}"
+
+    d = str(data_dir)
+    assert (
+        run(
+            flint_script, "--data-dir", d, "limit", "add", "k", "--rate", "1", "--per", "1h"
+        ).returncode
+        == 0
+    )
+    allowed = run(flint_script, "--data-dir", d, "limit", "check", "k", "--json")
+    assert allowed.returncode == 0
+    assert json.loads(allowed.stdout)["allowed"] is True
+    denied = run(flint_script, "--data-dir", d, "limit", "check", "k")
+    assert denied.returncode == 1
+    error = run(flint_script, "--data-dir", d, "limit", "check", "missing")
+    assert error.returncode == 2
+    assert error.stderr.count("\n") == 1 and "flint limit add missing" in error.stderr
+
+
+def test_the_cli_sees_what_python_wrote_and_is_locked_out_while_open(
+    flint_script: Path, data_dir: Path
+) -> None:
+    with flint.Limiter(data_dir=data_dir) as limiter:
+        limiter.limit("py:k", rate=5, per="1m")
+        limiter.check("py:k", cost=2)
+        locked = run(flint_script, "--data-dir", str(data_dir), "limit", "list")
+        assert locked.returncode == 2
+        assert "locked by another process" in locked.stderr
+        assert "Stop it first" in locked.stderr
+    listed = run(flint_script, "--data-dir", str(data_dir), "limit", "list", "--json")
+    assert listed.returncode == 0
+    (status,) = json.loads(listed.stdout)["limits"]
+    assert (status["key"], status["remaining"]) == ("py:k", 3)
