@@ -34,4 +34,8 @@ with flint.Limiter(data_dir=".flint") as limiter:
             f"{status['per']:<3} allowed={status['allowed']} denied={status['denied']}"
         )
 
-print("run me again: the counts continue where they stopped" if first_run else "")
+print(
+    "run me again: the counts continue where they stopped"
+    if first_run
+    else "this run continued from the state the last one left on disk"
+)

@@ -152,6 +152,13 @@ struct Core {
 /// Group-commit bookkeeping, guarded by its own lock (never held with a sync running).
 struct SyncState {
     durable: u64,
+    /// Callers blocked until a sync covers them.
+    waiting: usize,
+    /// How many callers the last sync released: they will likely append again soon,
+    /// so the next leader gives them a moment to do so (see `gather_appends`).
+    released: usize,
+    /// How long the last sync took, in nanoseconds.
+    last_sync_ns: u64,
     syncing: bool,
     poisoned: Option<String>,
     syncer: Arc<dyn LogSync>,
@@ -176,6 +183,11 @@ struct Shared {
     flush_requested: AtomicBool,
     log_bytes: AtomicU64,
     compaction: Mutex<()>,
+    /// Set while a sync leader waits for callers to append (see `gather_appends`);
+    /// appenders then signal `appended`.
+    gathering: AtomicBool,
+    gather_lock: Mutex<()>,
+    appended: Condvar,
 }
 
 /// A persistent rate limiter over one data directory.
@@ -296,6 +308,9 @@ impl Limiter {
             }),
             sync: Mutex::new(SyncState {
                 durable: 0,
+                waiting: 0,
+                released: 0,
+                last_sync_ns: 0,
                 syncing: false,
                 poisoned: None,
                 syncer,
@@ -310,6 +325,9 @@ impl Limiter {
             flush_requested: AtomicBool::new(false),
             log_bytes: AtomicU64::new(log_bytes),
             compaction: Mutex::new(()),
+            gathering: AtomicBool::new(false),
+            gather_lock: Mutex::new(()),
+            appended: Condvar::new(),
             options,
         });
         let flusher = {
@@ -713,7 +731,11 @@ impl Shared {
         core.scratch = frame;
         appended.map_err(|e| Error::io("append to", self.backend.path(LOG_FILE), e))?;
         core.seq += 1;
-        self.written.store(core.seq, Ordering::Release);
+        self.written.store(core.seq, Ordering::SeqCst);
+        if self.gathering.load(Ordering::SeqCst) {
+            let _gather = lock(&self.gather_lock);
+            self.appended.notify_one();
+        }
         self.log_bytes.store(core.log.len(), Ordering::Relaxed);
         if self.options.sync == SyncMode::Batch
             && core.seq - self.durable.load(Ordering::Relaxed) >= self.options.flush_every_events
@@ -748,19 +770,26 @@ impl Shared {
                 return Ok(());
             }
             if state.syncing {
+                state.waiting += 1;
                 state = self
                     .synced
                     .wait(state)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                state.waiting -= 1;
                 continue;
             }
             state.syncing = true;
-            let target = self.written.load(Ordering::Acquire);
             let syncer = Arc::clone(&state.syncer);
+            let (expected, patience) = (state.released, state.last_sync_ns / 2);
             drop(state);
+            let target = self.gather_appends(expected, patience);
+            let started = std::time::Instant::now();
             let result = syncer.sync();
+            let took = started.elapsed().as_nanos() as u64;
             state = lock(&self.sync);
             state.syncing = false;
+            state.last_sync_ns = took;
+            state.released = state.waiting;
             match result {
                 Ok(()) => {
                     state.durable = state.durable.max(target);
@@ -776,6 +805,35 @@ impl Shared {
             }
             self.synced.notify_all();
         }
+    }
+
+    /// Before a sync, gives the callers the last sync released a moment to append
+    /// again, so that this sync covers them too. Without it, on a busy limiter the
+    /// syncs alternate between one for the first caller back and one for the rest.
+    /// Waits until `expected` more events than are durable are written, or at most
+    /// `patience_ns` (half the last sync's duration, capped at 200 µs). A lone caller
+    /// has `expected == 0` and does not wait. Returns the last event the sync covers.
+    fn gather_appends(&self, expected: usize, patience_ns: u64) -> u64 {
+        let wanted = self.durable.load(Ordering::Acquire) + expected as u64 + 1;
+        if expected > 0 && self.written.load(Ordering::Acquire) < wanted {
+            let deadline =
+                std::time::Instant::now() + Duration::from_nanos(patience_ns.min(200_000));
+            // Block rather than spin: the callers need the CPU to get here.
+            let mut guard = lock(&self.gather_lock);
+            self.gathering.store(true, Ordering::SeqCst);
+            while self.written.load(Ordering::SeqCst) < wanted {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                guard = self
+                    .appended
+                    .wait_timeout(guard, left)
+                    .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+            }
+            self.gathering.store(false, Ordering::SeqCst);
+        }
+        self.written.load(Ordering::Acquire)
     }
 
     /// The background flusher: syncs what is unsynced every `flush_every_ms`, or at
