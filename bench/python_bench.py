@@ -58,8 +58,12 @@ def threads_rate(limiter: flint.Limiter, threads: int, calls: int) -> float:
 
 
 def main() -> None:
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
+        run(Path(tmp))
+
+
+def run(tmp: Path) -> None:
     rows = []
-    tmp = Path(tempfile.mkdtemp(dir="."))
 
     baseline = DictLimiter()
     base_ns = per_call(lambda: baseline.allow("api:user-42"), 200_000)

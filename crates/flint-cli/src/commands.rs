@@ -55,9 +55,6 @@ fn opening_error(dir: &Path, error: Error) -> anyhow::Error {
             dir.display(),
             pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
         ),
-        Error::Corrupt { .. } => {
-            anyhow::Error::new(error).context("the data directory cannot be opened; `flint doctor` explains, `flint doctor --repair` mends the log")
-        }
         other => anyhow::Error::new(other),
     }
 }
@@ -380,7 +377,7 @@ fn doctor(dir: &Path, json: bool, args: &DoctorArgs) -> Result<Outcome> {
             return repair(dir, json, args.yes, &error)
         }
         Err(error @ Error::Corrupt { .. }) => {
-            let detail = format!("{error}; run `flint doctor --repair` to cut the log before the damage (it keeps a backup and says what it drops)");
+            let detail = error.to_string();
             let value = json!({
                 "ok": false,
                 "checks": [{"name": "open", "ok": false, "level": "FAIL", "detail": detail}],
@@ -492,8 +489,10 @@ fn repair(dir: &Path, json: bool, yes: bool, error: &Error) -> Result<Outcome> {
                 c.detail.clone(),
             ]);
         }
+        // Without --yes the description was shown with the prompt already.
         format!(
-            "{description}repaired: the old log is kept at {}\n{table}\n",
+            "{}repaired: the old log is kept at {}\n{table}\n",
+            if yes { description.as_str() } else { "" },
             report.backup.display()
         )
     })?;

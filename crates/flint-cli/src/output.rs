@@ -14,6 +14,10 @@ pub fn table(header: &[&str]) -> Table {
         .load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.iter().copied());
+    if table.width().is_none() {
+        // Not a terminal: wrap long details at a readable width all the same.
+        table.set_width(120);
+    }
     table
 }
 
