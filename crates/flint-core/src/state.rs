@@ -214,7 +214,7 @@ impl Registry {
         }
         entry.last_seen = at;
         if capacity > 0 {
-            let remaining = remaining.unwrap_or_else(|| entry.state.peek(&entry.quota, at).0);
+            let remaining = remaining.unwrap_or_else(|| entry.state.remaining(&entry.quota, at));
             let history = entry.history.get_or_insert_with(Box::default);
             if history.len() >= capacity {
                 history.pop_front();

@@ -191,6 +191,14 @@ impl AlgoState {
         (outcome.remaining, outcome.reset_at)
     }
 
+    /// Units available at `now` (the first half of [`peek`](Self::peek), cheaper).
+    pub fn remaining(&self, quota: &Quota, now: UnixNanos) -> u64 {
+        match self {
+            AlgoState::TokenBucket(s) => s.remaining(quota, now),
+            _ => self.peek(quota, now).0,
+        }
+    }
+
     /// The state after reconfiguring from `old` to `new` at `now`.
     ///
     /// With the same algorithm the units already consumed carry over (capped at the new

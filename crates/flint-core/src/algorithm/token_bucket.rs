@@ -25,7 +25,7 @@ impl TokenBucket {
         if after - now_scaled <= capacity {
             Outcome {
                 allowed: true,
-                remaining: ((now_scaled + capacity - after) / per) as u64,
+                remaining: div(now_scaled + capacity - after, per) as u64,
                 reset_at: scaled_to_nanos_ceil(after, rate).max(now),
                 retry_after: 0,
             }
@@ -35,17 +35,35 @@ impl TokenBucket {
             let allowed_at = scaled_to_nanos_ceil(after - capacity, rate);
             Outcome {
                 allowed: false,
-                remaining: ((now_scaled + capacity - base) / per) as u64,
+                remaining: div(now_scaled + capacity - base, per) as u64,
                 reset_at: scaled_to_nanos_ceil(base, rate).max(now),
                 retry_after: allowed_at - now,
             }
         }
     }
 
+    /// Units available at `now`: `decide(now, 0).remaining` without the rest.
+    pub(crate) fn remaining(&self, quota: &Quota, now: UnixNanos) -> u64 {
+        let rate = u128::from(quota.rate());
+        let per = u128::from(quota.per_ns());
+        let now_scaled = u128::from(now) * rate;
+        let base = self.tat.max(now_scaled);
+        div(now_scaled + rate * per - base, per) as u64
+    }
+
     pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
         let rate = u128::from(quota.rate());
         let per = u128::from(quota.per_ns());
         self.tat = self.tat.max(u128::from(now) * rate) + u128::from(cost) * per;
+    }
+}
+
+/// `a / b`, with a 64-bit division when both fit: usual limits (rate × period below
+/// 1.8e19 units·ns) never need the much slower 128-bit one.
+fn div(a: u128, b: u128) -> u128 {
+    match (u64::try_from(a), u64::try_from(b)) {
+        (Ok(a), Ok(b)) => u128::from(a / b),
+        _ => a / b,
     }
 }
 
