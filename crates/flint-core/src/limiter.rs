@@ -183,9 +183,10 @@ struct Shared {
     flush_requested: AtomicBool,
     log_bytes: AtomicU64,
     compaction: Mutex<()>,
-    /// Set while a sync leader waits for callers to append (see `gather_appends`);
-    /// appenders then signal `appended`.
-    gathering: AtomicBool,
+    /// While a sync leader waits for callers to append (see `gather_appends`), the
+    /// sequence number it waits for (0 otherwise); the appender that reaches it
+    /// signals `appended`.
+    gather_target: AtomicU64,
     gather_lock: Mutex<()>,
     appended: Condvar,
 }
@@ -325,7 +326,7 @@ impl Limiter {
             flush_requested: AtomicBool::new(false),
             log_bytes: AtomicU64::new(log_bytes),
             compaction: Mutex::new(()),
-            gathering: AtomicBool::new(false),
+            gather_target: AtomicU64::new(0),
             gather_lock: Mutex::new(()),
             appended: Condvar::new(),
             options,
@@ -732,7 +733,8 @@ impl Shared {
         appended.map_err(|e| Error::io("append to", self.backend.path(LOG_FILE), e))?;
         core.seq += 1;
         self.written.store(core.seq, Ordering::SeqCst);
-        if self.gathering.load(Ordering::SeqCst) {
+        let target = self.gather_target.load(Ordering::SeqCst);
+        if target != 0 && core.seq >= target {
             let _gather = lock(&self.gather_lock);
             self.appended.notify_one();
         }
@@ -820,7 +822,7 @@ impl Shared {
                 std::time::Instant::now() + Duration::from_nanos(patience_ns.min(200_000));
             // Block rather than spin: the callers need the CPU to get here.
             let mut guard = lock(&self.gather_lock);
-            self.gathering.store(true, Ordering::SeqCst);
+            self.gather_target.store(wanted, Ordering::SeqCst);
             while self.written.load(Ordering::SeqCst) < wanted {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
                 if left.is_zero() {
@@ -831,7 +833,7 @@ impl Shared {
                     .wait_timeout(guard, left)
                     .map_or_else(|e| e.into_inner().0, |(g, _)| g);
             }
-            self.gathering.store(false, Ordering::SeqCst);
+            self.gather_target.store(0, Ordering::SeqCst);
         }
         self.written.load(Ordering::Acquire)
     }
