@@ -402,14 +402,7 @@ fn doctor(dir: &Path, json: bool, args: &DoctorArgs) -> Result<Outcome> {
         value["repaired"] = json!(false);
     }
     let text = render(json, &value, || {
-        let mut table = output::table(&["check", "status", "detail"]);
-        for c in &report.checks {
-            table.add_row(vec![
-                c.name.to_owned(),
-                c.level.to_string(),
-                c.detail.clone(),
-            ]);
-        }
+        let table = output::doctor_table(&report);
         let mut text = format!("{table}\n");
         if args.repair {
             text.push_str("nothing to repair: the log opens cleanly\n");
@@ -481,14 +474,7 @@ fn repair(dir: &Path, json: bool, yes: bool, error: &Error) -> Result<Outcome> {
         "last_dropped_at": p.last_dropped_at.map(to_unix_seconds),
     });
     let text = render(json, &value, || {
-        let mut table = output::table(&["check", "status", "detail"]);
-        for c in &doctor.checks {
-            table.add_row(vec![
-                c.name.to_owned(),
-                c.level.to_string(),
-                c.detail.clone(),
-            ]);
-        }
+        let table = output::doctor_table(&doctor);
         // Without --yes the description was shown with the prompt already.
         format!(
             "{}repaired: the old log is kept at {}\n{table}\n",

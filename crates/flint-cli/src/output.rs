@@ -148,6 +148,19 @@ pub fn doctor_json(r: &DoctorReport) -> Value {
     })
 }
 
+/// A doctor report as a table of checks.
+pub fn doctor_table(report: &DoctorReport) -> Table {
+    let mut table = table(&["check", "status", "detail"]);
+    for c in &report.checks {
+        table.add_row(vec![
+            c.name.to_owned(),
+            c.level.to_string(),
+            c.detail.clone(),
+        ]);
+    }
+    table
+}
+
 /// The rows of a limits table.
 pub fn status_table(statuses: &[Status], now: UnixNanos) -> Table {
     let mut table = table(&[

@@ -8,7 +8,10 @@ use std::fs;
 use std::path::Path;
 
 use common::{data_dir, log_len, open_at, quota, START};
+use flint_core::storage::backend::Backend;
+use flint_core::storage::file::FileBackend;
 use flint_core::storage::format::{LOG_FILE, SNAPSHOT_FILE};
+use flint_core::storage::repair;
 use flint_core::{Algorithm, CheckLevel, Error, Limiter, ManualClock, Status, SyncMode};
 use std::sync::Arc;
 
@@ -29,6 +32,22 @@ fn populate(limiter: &Limiter, clock: &ManualClock) {
         }
         clock.advance(1_000_000_000);
     }
+}
+
+/// Damages the record at `offset` of the log (a payload byte) and returns the log.
+fn damage_record_at(dir: &Path, offset: u64) -> Vec<u8> {
+    let path = dir.join(LOG_FILE);
+    let mut log = fs::read(&path).unwrap();
+    log[offset as usize + 12] ^= 0x55;
+    fs::write(&path, &log).unwrap();
+    log
+}
+
+/// The directory's backend with its lock held, as repair needs.
+fn locked_backend(dir: &Path) -> (FileBackend, Box<dyn std::any::Any + Send + Sync>) {
+    let backend = FileBackend::open(dir).unwrap();
+    let guard = backend.lock().unwrap();
+    (backend, guard)
 }
 
 fn list(dir: &Path, clock: &Arc<ManualClock>) -> Vec<Status> {
@@ -133,9 +152,7 @@ fn damaged_record_followed_by_valid_ones_is_refused_and_nothing_changes() {
     limiter.close().unwrap();
 
     let path = dir.join(LOG_FILE);
-    let mut log = fs::read(&path).unwrap();
-    log[damaged_at as usize + 10] ^= 0x55;
-    fs::write(&path, &log).unwrap();
+    let log = damage_record_at(&dir, damaged_at);
 
     let error = Limiter::open(&dir, common::manual_options(SyncMode::Always).0).unwrap_err();
     match &error {
@@ -174,6 +191,9 @@ fn a_damaged_snapshot_is_refused() {
         "{error:?}"
     );
 }
+
+/// A compaction crash state: its name, the log, the snapshot and a temp file if any.
+type CrashStep<'a> = (&'a str, &'a [u8], &'a [u8], Option<(&'a str, Vec<u8>)>);
 
 /// The files of a directory: name and content.
 type Files = Vec<(String, Vec<u8>)>;
@@ -233,51 +253,50 @@ fn a_crash_at_any_step_of_compaction_opens_to_the_same_state() {
     let new_snapshot = file(&after, SNAPSHOT_FILE).to_vec();
     let lock = file(&before, "flint.lock").to_vec();
     let half = |bytes: &[u8]| bytes[..bytes.len() / 2].to_vec();
-    let states: Vec<(&str, Files)> = vec![
+    let snapshot_temp = format!("{SNAPSHOT_FILE}.tmp");
+    let log_temp = format!("{LOG_FILE}.tmp");
+    // Each step: the log, the snapshot, and the temp file being written, if any.
+    let steps: Vec<CrashStep> = vec![
         (
             "crash while writing the snapshot's temp file",
-            vec![
-                ("flint.lock".into(), lock.clone()),
-                (LOG_FILE.into(), old_log.clone()),
-                (SNAPSHOT_FILE.into(), old_snapshot.clone()),
-                (format!("{SNAPSHOT_FILE}.tmp"), half(&new_snapshot)),
-            ],
+            &old_log,
+            &old_snapshot,
+            Some((&snapshot_temp, half(&new_snapshot))),
         ),
         (
             "crash after the snapshot's temp file was complete, before the rename",
-            vec![
-                ("flint.lock".into(), lock.clone()),
-                (LOG_FILE.into(), old_log.clone()),
-                (SNAPSHOT_FILE.into(), old_snapshot.clone()),
-                (format!("{SNAPSHOT_FILE}.tmp"), new_snapshot.clone()),
-            ],
+            &old_log,
+            &old_snapshot,
+            Some((&snapshot_temp, new_snapshot.clone())),
         ),
         (
             "crash after the snapshot's rename, before the new log",
-            vec![
-                ("flint.lock".into(), lock.clone()),
-                (LOG_FILE.into(), old_log.clone()),
-                (SNAPSHOT_FILE.into(), new_snapshot.clone()),
-            ],
+            &old_log,
+            &new_snapshot,
+            None,
         ),
         (
             "crash while writing the new log's temp file",
-            vec![
-                ("flint.lock".into(), lock.clone()),
-                (LOG_FILE.into(), old_log.clone()),
-                (SNAPSHOT_FILE.into(), new_snapshot.clone()),
-                (format!("{LOG_FILE}.tmp"), half(&new_log)),
-            ],
+            &old_log,
+            &new_snapshot,
+            Some((&log_temp, half(&new_log))),
         ),
         (
             "crash after the new log's rename",
-            vec![
-                ("flint.lock".into(), lock.clone()),
-                (LOG_FILE.into(), new_log.clone()),
-                (SNAPSHOT_FILE.into(), new_snapshot.clone()),
-            ],
+            &new_log,
+            &new_snapshot,
+            None,
         ),
     ];
+    let states = steps.into_iter().map(|(step, log, snapshot, temp)| {
+        let mut state: Files = vec![
+            ("flint.lock".into(), lock.clone()),
+            (LOG_FILE.into(), log.to_vec()),
+            (SNAPSHOT_FILE.into(), snapshot.to_vec()),
+        ];
+        state.extend(temp.map(|(name, bytes)| (name.to_owned(), bytes)));
+        (step, state)
+    });
     for (step, state) in states {
         restore(&dir, &state);
         let limiter = open_at(&dir, SyncMode::Always, &clock);
@@ -316,10 +335,6 @@ fn events_after_the_snapshot_position_are_carried_into_the_new_log() {
 
 #[test]
 fn repair_cuts_the_log_at_the_damage_after_keeping_a_backup() {
-    use flint_core::storage::backend::Backend;
-    use flint_core::storage::file::FileBackend;
-    use flint_core::storage::repair;
-
     let (_tmp, dir) = data_dir();
     let clock = Arc::new(ManualClock::new(START));
     let limiter = open_at(&dir, SyncMode::Always, &clock);
@@ -333,13 +348,9 @@ fn repair_cuts_the_log_at_the_damage_after_keeping_a_backup() {
         limiter.check("tb", cost).unwrap();
     }
     limiter.close().unwrap();
-    let path = dir.join(LOG_FILE);
-    let mut log = fs::read(&path).unwrap();
-    log[damaged_at as usize + 12] ^= 0x55;
-    fs::write(&path, &log).unwrap();
+    let log = damage_record_at(&dir, damaged_at);
 
-    let backend = FileBackend::open(&dir).unwrap();
-    let guard = backend.lock().unwrap();
+    let (backend, guard) = locked_backend(&dir);
     let plan = repair::plan(&backend).unwrap().expect("damage to repair");
     assert_eq!(plan.damaged_at, damaged_at);
     assert_eq!(
@@ -364,8 +375,7 @@ fn repair_cuts_the_log_at_the_damage_after_keeping_a_backup() {
         "only the records before the damage"
     );
     drop(limiter);
-    let backend = FileBackend::open(&dir).unwrap();
-    let _guard = backend.lock().unwrap();
+    let (backend, _guard) = locked_backend(&dir);
     assert_eq!(
         repair::plan(&backend).unwrap(),
         None,
@@ -375,10 +385,6 @@ fn repair_cuts_the_log_at_the_damage_after_keeping_a_backup() {
 
 #[test]
 fn repair_of_damage_the_snapshot_covers_drops_nothing() {
-    use flint_core::storage::backend::Backend;
-    use flint_core::storage::file::FileBackend;
-    use flint_core::storage::repair;
-
     let (_tmp, dir) = data_dir();
     let clock = Arc::new(ManualClock::new(START));
     let limiter = open_at(&dir, SyncMode::Always, &clock);
@@ -396,16 +402,14 @@ fn repair_of_damage_the_snapshot_covers_drops_nothing() {
 
     // A crash after the snapshot's rename left the old log, whose first records are
     // damaged: all of them are in the snapshot.
-    let mut damaged = old_log;
-    damaged[damaged_at as usize + 12] ^= 0x55;
-    fs::write(dir.join(LOG_FILE), &damaged).unwrap();
+    fs::write(dir.join(LOG_FILE), &old_log).unwrap();
+    damage_record_at(&dir, damaged_at);
     assert!(matches!(
         Limiter::open(&dir, common::manual_options(SyncMode::Always).0),
         Err(Error::Corrupt { .. })
     ));
 
-    let backend = FileBackend::open(&dir).unwrap();
-    let guard = backend.lock().unwrap();
+    let (backend, guard) = locked_backend(&dir);
     let plan = repair::plan(&backend).unwrap().unwrap();
     assert!(plan.rebased);
     assert_eq!((plan.dropped_records, plan.dropped_bytes), (0, 0));

@@ -124,6 +124,19 @@ pub fn key(value: &Bound<'_, PyAny>) -> PyResult<String> {
     }
 }
 
+/// The `key` and optional `cost` of `check` and `allow` (cost 1 when omitted).
+pub fn key_and_cost(
+    key: &Bound<'_, PyAny>,
+    cost: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(String, u64)> {
+    let key = self::key(key)?;
+    let cost = match cost {
+        None => 1,
+        Some(c) => positive_int(c, "cost", &key, "1")?,
+    };
+    Ok((key, cost))
+}
+
 /// The items of `check_all`: `"key"`, `{"key": k, "cost": c}` or `(k, c)`.
 pub fn items(value: &Bound<'_, PyAny>) -> PyResult<Vec<(String, u64)>> {
     let py = value.py();

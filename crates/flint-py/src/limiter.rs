@@ -312,11 +312,7 @@ impl PyLimiter {
         key: &Bound<'_, PyAny>,
         cost: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyCheckResult> {
-        let key = convert::key(key)?;
-        let cost = match cost {
-            None => 1,
-            Some(c) => convert::positive_int(c, "cost", &key, "1")?,
-        };
+        let (key, cost) = convert::key_and_cost(key, cost)?;
         let engine = self.engine(py)?;
         let decision = py
             .detach(|| engine.check(&key, cost))
@@ -332,11 +328,7 @@ impl PyLimiter {
         key: &Bound<'_, PyAny>,
         cost: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let key = convert::key(key)?;
-        let cost = match cost {
-            None => 1,
-            Some(c) => convert::positive_int(c, "cost", &key, "1")?,
-        };
+        let (key, cost) = convert::key_and_cost(key, cost)?;
         let engine = self.engine(py)?;
         py.detach(|| engine.allow(&key, cost))
             .map_err(|e| to_py(py, e))
