@@ -125,8 +125,10 @@ impl Event {
         let len = (out.len() - payload_start) as u32;
         let crc = out.get(payload_start..).map_or(0, crc32c::crc32c);
         if let Some(header) = out.get_mut(start..payload_start) {
-            header[..4].copy_from_slice(&len.to_le_bytes());
-            header[4..].copy_from_slice(&crc.to_le_bytes());
+            let fields = len.to_le_bytes().into_iter().chain(crc.to_le_bytes());
+            for (slot, byte) in header.iter_mut().zip(fields) {
+                *slot = byte;
+            }
         }
     }
 
