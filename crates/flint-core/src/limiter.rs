@@ -152,8 +152,8 @@ struct Core {
 /// Group-commit bookkeeping, guarded by its own lock (never held with a sync running).
 struct SyncState {
     durable: u64,
-    /// Callers blocked until a sync covers them.
-    waiting: usize,
+    /// Callers parked until a sync covers them; the leader unparks them.
+    waiters: Vec<std::thread::Thread>,
     /// How many callers the last sync released: they will likely append again soon,
     /// so the next leader gives them a moment to do so (see `gather_appends`).
     released: usize,
@@ -172,8 +172,9 @@ struct Shared {
     backend: Arc<dyn Backend>,
     core: Mutex<Core>,
     sync: Mutex<SyncState>,
-    /// Signalled when `durable` moves or the engine is poisoned.
-    synced: Condvar,
+    /// Counts finished syncs (and compactions); a parked caller wakes for good when it
+    /// moves.
+    sync_round: AtomicU64,
     /// Signalled to wake the background flusher.
     wake_flusher: Condvar,
     /// Mirrors for lock-free reads on the hot path.
@@ -309,7 +310,7 @@ impl Limiter {
             }),
             sync: Mutex::new(SyncState {
                 durable: 0,
-                waiting: 0,
+                waiters: Vec::new(),
                 released: 0,
                 last_sync_ns: 0,
                 syncing: false,
@@ -318,7 +319,7 @@ impl Limiter {
                 stop: false,
                 flush_requested: false,
             }),
-            synced: Condvar::new(),
+            sync_round: AtomicU64::new(0),
             wake_flusher: Condvar::new(),
             written: AtomicU64::new(0),
             durable: AtomicU64::new(0),
@@ -772,12 +773,18 @@ impl Shared {
                 return Ok(());
             }
             if state.syncing {
-                state.waiting += 1;
-                state = self
-                    .synced
-                    .wait(state)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                state.waiting -= 1;
+                // Park without the lock: when the sync ends, every waiter it covers
+                // returns at once, instead of each retaking the lock in turn.
+                state.waiters.push(std::thread::current());
+                let round = self.sync_round.load(Ordering::Acquire);
+                drop(state);
+                while self.sync_round.load(Ordering::Acquire) == round {
+                    std::thread::park();
+                }
+                if self.durable.load(Ordering::Acquire) >= seq {
+                    return Ok(());
+                }
+                state = lock(&self.sync);
                 continue;
             }
             state.syncing = true;
@@ -791,21 +798,34 @@ impl Shared {
             state = lock(&self.sync);
             state.syncing = false;
             state.last_sync_ns = took;
-            state.released = state.waiting;
-            match result {
+            state.released = state.waiters.len();
+            let outcome = match result {
                 Ok(()) => {
                     state.durable = state.durable.max(target);
                     self.durable.store(state.durable, Ordering::Release);
+                    Ok(())
                 }
                 Err(e) => {
                     let error = Error::io("sync", self.backend.path(LOG_FILE), e);
                     state.poisoned = Some(error.to_string());
                     self.poisoned.store(true, Ordering::Release);
-                    self.synced.notify_all();
-                    return Err(error);
+                    Err(error)
                 }
-            }
-            self.synced.notify_all();
+            };
+            // This sync covered the leader's own event (appended before it began).
+            self.release_waiters(state);
+            return outcome;
+        }
+    }
+
+    /// Ends a sync round: every parked caller wakes and either returns (its event is
+    /// durable) or tries again (it appended after the sync began, or the sync failed).
+    fn release_waiters(&self, mut state: MutexGuard<'_, SyncState>) {
+        self.sync_round.fetch_add(1, Ordering::AcqRel);
+        let waiters = std::mem::take(&mut state.waiters);
+        drop(state);
+        for waiter in waiters {
+            waiter.unpark();
         }
     }
 
@@ -926,7 +946,7 @@ impl Shared {
             state.syncer = core.log.syncer();
             state.durable = state.durable.max(core.seq);
             self.durable.store(state.durable, Ordering::Release);
-            self.synced.notify_all();
+            self.release_waiters(state);
         }
         Ok(CompactReport {
             keys,
