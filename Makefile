@@ -19,7 +19,7 @@ $(PY):
 
 $(DEPS): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "maturin>=1.7,<2" "pytest>=8" "pytest-asyncio>=0.23" "ruff>=0.6"
+	$(PY) -m pip install --quiet "maturin>=1.7,<2" "pytest>=8" "pytest-asyncio>=0.23" "ruff>=0.6" "mypy>=1.13"
 	touch $(DEPS)
 
 # Builds the native module (release) and installs the package into .venv, editable.
@@ -30,8 +30,12 @@ rust-test:
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc
 
+# The tests, then the types: the stub of the native module against the built module,
+# and the Python layer under mypy --strict.
 python-test: develop
 	$(IN_VENV) $(PY) -m pytest -q
+	$(IN_VENV) $(PY) -m mypy.stubtest flint._native --allowlist python/stubtest-allowlist.txt
+	$(IN_VENV) $(PY) -m mypy --strict python/flint
 
 lint: $(DEPS)
 	$(CARGO) fmt --all -- --check

@@ -1,15 +1,20 @@
 """Type stubs of the native part of Flint (``flint._native``), the Rust engine's binding."""
 
+import builtins
 from collections.abc import Iterable
 from datetime import timedelta
 from os import PathLike
-from typing import Any, Literal
+from typing import Any, Literal, final
+
+from typing_extensions import Self
 
 __version__: str
+__all__ = ["CheckResult", "Limiter", "ManualClock", "__version__", "run_cli"]
 
-Period = str | int | float | timedelta
-Item = str | dict[str, Any] | tuple[str, int]
+_Period = str | int | float | timedelta
+_Item = str | dict[str, Any] | tuple[str, int]
 
+@final
 class CheckResult:
     """The result of one check: immutable; ``bool(result)`` is ``allowed``."""
 
@@ -40,9 +45,10 @@ class CheckResult:
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict."""
     def __bool__(self) -> bool: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
+@final
 class ManualClock:
     """A clock that moves only when told to, for tests.
 
@@ -50,7 +56,7 @@ class ManualClock:
         start: Unix seconds to start at; now when omitted.
     """
 
-    def __init__(self, start: float | None = None) -> None: ...
+    def __new__(cls, start: float | None = None) -> Self: ...
     def advance(self, seconds: float) -> None:
         """Move the clock forward by ``seconds``."""
     def set(self, unix_seconds: float) -> None:
@@ -61,15 +67,15 @@ class ManualClock:
 class Limiter:
     """A persistent rate limiter over one data directory (embedded mode)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         data_dir: str | PathLike[str] = ".flint",
         *,
         sync: Literal["always", "batch"] = "always",
         flush_every_ms: int = 100,
         flush_every_events: int = 100,
         clock: ManualClock | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def data_dir(self) -> str:
         """The data directory."""
@@ -77,7 +83,7 @@ class Limiter:
     def sync(self) -> str:
         """``"always"`` or ``"batch"``."""
     def limit(
-        self, key: str, *, rate: int, per: Period, algorithm: str = "token_bucket"
+        self, key: str, *, rate: int, per: _Period, algorithm: str = "token_bucket"
     ) -> Literal["created", "updated", "unchanged"]:
         """Configure the limit of ``key``: at most ``rate`` units per ``per``.
 
@@ -97,13 +103,13 @@ class Limiter:
         """
     def allow(self, key: str, *, cost: int = 1) -> bool:
         """Like :meth:`check`, returning only whether it was allowed."""
-    def check_all(self, items: Iterable[Item]) -> dict[str, Any]:
+    def check_all(self, items: Iterable[_Item]) -> dict[str, Any]:
         """Check several keys, all or nothing; duplicate keys are summed.
 
         Returns:
             ``{"allowed", "denied_key", "results"}``, one result per item in order.
         """
-    def allow_all(self, items: Iterable[Item]) -> bool:
+    def allow_all(self, items: Iterable[_Item]) -> bool:
         """Like :meth:`check_all`, returning only whether it was allowed."""
     def reset(self, key: str) -> None:
         """Put ``key`` back to full capacity (counters and history are kept)."""
@@ -111,11 +117,11 @@ class Limiter:
         """Delete the limit of ``key``."""
     def status(self, key: str) -> dict[str, Any] | None:
         """The key's limit, capacity and counters, or None when it has no limit."""
-    def list(self, prefix: str | None = None) -> list[dict[str, Any]]:
+    def list(self, prefix: str | None = None) -> builtins.list[dict[str, Any]]:
         """Status dicts of every limit (whose key starts with ``prefix``), by key."""
-    def history(self, key: str, limit: int = 100) -> list[dict[str, Any]]:
+    def history(self, key: str, limit: int = 100) -> builtins.list[dict[str, Any]]:
         """The key's most recent decisions, oldest first."""
-    def top(self, by: str = "denied", limit: int = 20) -> list[dict[str, Any]]:
+    def top(self, by: str = "denied", limit: int = 20) -> builtins.list[dict[str, Any]]:
         """Keys ranked by denied, allowed, denied_cost, allowed_cost or checks."""
     def doctor(self) -> dict[str, Any]:
         """Check the data directory and the engine."""

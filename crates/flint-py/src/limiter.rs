@@ -228,7 +228,10 @@ impl PyLimiter {
         clippy::needless_pass_by_value,
         reason = "PyO3 extracts arguments as owned values"
     )]
-    #[pyo3(signature = (data_dir=PathBuf::from(".flint"), *, sync="always", flush_every_ms=100, flush_every_events=100, clock=None))]
+    #[pyo3(
+        signature = (data_dir=PathBuf::from(".flint"), *, sync="always", flush_every_ms=100, flush_every_events=100, clock=None),
+        text_signature = "(data_dir='.flint', *, sync='always', flush_every_ms=100, flush_every_events=100, clock=None)"
+    )]
     fn new(
         py: Python<'_>,
         data_dir: PathBuf,
