@@ -39,13 +39,20 @@ fn now() -> UnixNanos {
 /// Opens the data directory. Only `limit add` may create it: elsewhere a missing
 /// directory is a mistyped `--data-dir`, and creating it would hide that.
 fn open(dir: &Path, create: bool) -> Result<Limiter> {
-    if !create && !dir.is_dir() {
+    if !create {
+        require_existing(dir)?;
+    }
+    Limiter::open(dir, Options::default()).map_err(|e| opening_error(dir, e))
+}
+
+fn require_existing(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
         bail!(
             "data directory {} does not exist: check --data-dir or FLINT_DATA_DIR (`flint limit add` creates it)",
             dir.display()
         );
     }
-    Limiter::open(dir, Options::default()).map_err(|e| opening_error(dir, e))
+    Ok(())
 }
 
 fn opening_error(dir: &Path, error: Error) -> anyhow::Error {
@@ -368,9 +375,7 @@ fn log(dir: &Path, json: bool, command: &LogCommand) -> Result<Outcome> {
 }
 
 fn doctor(dir: &Path, json: bool, args: &DoctorArgs) -> Result<Outcome> {
-    if !dir.is_dir() {
-        return open(dir, false).map(|_| unreachable!("open refuses a missing directory"));
-    }
+    require_existing(dir)?;
     let limiter = match Limiter::open(dir, Options::default()) {
         Ok(limiter) => limiter,
         Err(error @ Error::Corrupt { .. }) if args.repair => {
