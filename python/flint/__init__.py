@@ -24,7 +24,7 @@ import inspect
 import os
 import weakref
 from collections.abc import Awaitable, Iterable
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Literal, TypeVar
 
 from flint import _native
 from flint._errors import (
@@ -96,7 +96,16 @@ class Limiter(_native.Limiter):
     It is also a context manager that closes it.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] = ".flint",
+        *,
+        sync: Literal["always", "batch"] = "always",
+        flush_every_ms: int = 100,
+        flush_every_events: int = 100,
+        clock: ManualClock | None = None,
+    ) -> None:
+        # The native __new__ has opened the directory with these arguments already.
         _OPEN.add(self)
 
     def __enter__(self) -> Limiter:

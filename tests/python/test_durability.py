@@ -139,10 +139,10 @@ def test_using_a_limiter_after_fork_raises_in_the_child(data_dir: Path) -> None:
     if pid == 0:  # the child
         try:
             limiter.allow("k")
-            message = b"no error"
+            report = b"no error"
         except flint.FlintError as error:
-            message = str(error).encode()
-        os.write(write, message)
+            report = str(error).encode()
+        os.write(write, report)
         os._exit(0)
     os.close(write)
     _, status = os.waitpid(pid, 0)
