@@ -102,3 +102,53 @@ fn denials_do_not_wait_for_a_sync() {
     assert_eq!(limiter.doctor().unwrap().pending_events, 0);
     assert_eq!(limiter.status("k").unwrap().unwrap().counters.denied, 100);
 }
+
+#[test]
+fn compaction_racing_with_checks_loses_and_repeats_nothing() {
+    let (_tmp, dir) = data_dir();
+    let (limiter, _faults, clock) = open_faulty(&dir, SyncMode::Batch);
+    let limiter = Arc::new(limiter);
+    for t in 0..4 {
+        limiter
+            .limit(
+                &format!("k:{t}"),
+                quota(1_000_000, "1h", Algorithm::SlidingWindowLog),
+            )
+            .unwrap();
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let compactions = std::thread::scope(|scope| {
+        let compactor = scope.spawn(|| {
+            let mut n = 0;
+            while !done.load(Ordering::Relaxed) {
+                limiter.compact().unwrap();
+                n += 1;
+            }
+            n
+        });
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let limiter = Arc::clone(&limiter);
+                scope.spawn(move || {
+                    for i in 0..3_000u64 {
+                        assert!(limiter.allow(&format!("k:{t}"), 1 + i % 3).unwrap());
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        done.store(true, Ordering::Relaxed);
+        compactor.join().unwrap()
+    });
+    assert!(compactions > 1, "compaction ran while checks did");
+    let live = limiter.list(None).unwrap();
+    for status in &live {
+        assert_eq!(status.counters.allowed, 3_000);
+        assert_eq!(status.counters.allowed_cost, 6_000);
+    }
+    limiter.close().unwrap();
+    let reopened = common::open_at(&dir, SyncMode::Batch, &clock);
+    assert_eq!(reopened.list(None).unwrap(), live);
+}

@@ -469,3 +469,36 @@ fn automatic_compaction_keeps_the_log_bounded() {
         100_000
     );
 }
+
+#[test]
+fn reconfigurations_replay_to_the_live_state() {
+    let (_tmp, dir, limiter, clock) = open(SyncMode::Batch);
+    let steps = [
+        (10, "1m", Algorithm::TokenBucket),
+        (4, "1m", Algorithm::TokenBucket),
+        (20, "30s", Algorithm::TokenBucket),
+        (20, "30s", Algorithm::SlidingWindowLog),
+        (5, "10s", Algorithm::SlidingWindowLog),
+        (7, "1h", Algorithm::FixedWindowCounter),
+        (3, "1h", Algorithm::FixedWindowCounter),
+    ];
+    for (rate, per, algorithm) in steps {
+        limiter.limit("k", quota(rate, per, algorithm)).unwrap();
+        for _ in 0..3 {
+            limiter.check("k", 1).unwrap();
+            clock.advance(700_000_000);
+        }
+        if rate == 20 {
+            limiter.compact().unwrap();
+        }
+    }
+    limiter.reset("k").unwrap();
+    limiter.check("k", 2).unwrap();
+    let live = limiter.list(None).unwrap();
+    let history = limiter.history("k", 100).unwrap();
+    limiter.close().unwrap();
+    let limiter = open_at(&dir, SyncMode::Batch, &clock);
+    assert_eq!(limiter.list(None).unwrap(), live);
+    assert_eq!(limiter.history("k", 100).unwrap(), history);
+    assert_eq!(history.len(), 22);
+}
