@@ -502,3 +502,55 @@ fn reconfigurations_replay_to_the_live_state() {
     assert_eq!(limiter.history("k", 100).unwrap(), history);
     assert_eq!(history.len(), 22);
 }
+
+#[test]
+fn batch_mode_syncs_an_idle_limiter_by_itself() {
+    let (_tmp, dir) = data_dir();
+    let (mut options, _clock) = common::manual_options(SyncMode::Batch);
+    options.flush_every_ms = 5;
+    options.flush_every_events = 1_000_000;
+    let limiter = Limiter::open(&dir, options).unwrap();
+    limiter
+        .limit("k", quota(10, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    limiter.check("k", 1).unwrap();
+    // No flush() call: the background flusher syncs within flush_every_ms. Poll with
+    // a generous bound (this is not a timing assertion).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while limiter.doctor().unwrap().pending_events > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle limiter never synced"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn batch_mode_syncs_after_flush_every_events() {
+    let (_tmp, dir) = data_dir();
+    let (backend, faults) = common::FaultyBackend::open(&dir);
+    let (mut options, _clock) = common::manual_options(SyncMode::Batch);
+    options.backend = Some(backend);
+    options.flush_every_ms = 3_600_000; // only the event count can trigger a sync
+    options.flush_every_events = 10;
+    let limiter = Limiter::open(&dir, options).unwrap();
+    limiter
+        .limit("k", quota(1000, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    let before = faults.syncs.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..25 {
+        limiter.check("k", 1).unwrap();
+    }
+    // However fast the events came, at most flush_every_events stay unsynced: the
+    // flusher was woken at the tenth and synced what was written by then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while limiter.doctor().unwrap().pending_events >= 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "25 events stayed unsynced"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(faults.syncs.load(std::sync::atomic::Ordering::Relaxed) > before);
+}
