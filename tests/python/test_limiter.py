@@ -52,18 +52,22 @@ def test_check_result_fields_repr_equality_and_bool(limiter: flint.Limiter) -> N
     assert result.reset_at == pytest.approx(START + 4)
     assert repr(result).startswith("CheckResult(key='k', allowed=True, remaining=6")
     assert "retry_after=0.0" in repr(result)
-    same = flint.CheckResult.__new__  # the class is native and immutable
-    assert same is not None
+    with pytest.raises(TypeError):
+        flint.CheckResult()  # only the engine makes them
     with pytest.raises(AttributeError):
         result.allowed = False  # type: ignore[misc]
-    assert result == result
     assert result != limiter.check("k", cost=1)
-    assert hash(result) == hash(result)
+    assert result != "not a result"
     assert result.to_dict()["remaining"] == 6
     limiter.check("k", cost=5)
     denied = limiter.check("k", cost=3)
     assert not denied and not denied.allowed
     assert denied.retry_after == pytest.approx(3.0)
+    # A denial changes nothing, so the same request again is an equal result.
+    again = limiter.check("k", cost=3)
+    assert again == denied and again is not denied
+    assert hash(again) == hash(denied)
+    assert len({again, denied}) == 1
 
 
 def test_allow_returns_a_bool_and_a_denial_consumes_nothing(

@@ -184,6 +184,8 @@ struct Shared {
     flush_requested: AtomicBool,
     log_bytes: AtomicU64,
     compaction: Mutex<()>,
+    /// Why the last automatic compaction failed, if it did (shown by doctor).
+    compaction_failure: Mutex<Option<String>>,
     /// While a sync leader waits for callers to append (see `gather_appends`), the
     /// sequence number it waits for (0 otherwise); the appender that reaches it
     /// signals `appended`.
@@ -327,6 +329,7 @@ impl Limiter {
             flush_requested: AtomicBool::new(false),
             log_bytes: AtomicU64::new(log_bytes),
             compaction: Mutex::new(()),
+            compaction_failure: Mutex::new(None),
             gather_target: AtomicU64::new(0),
             gather_lock: Mutex::new(()),
             appended: Condvar::new(),
@@ -883,6 +886,8 @@ impl Shared {
                 let _ = self.wait_durable(written);
             }
             if self.compaction_due() {
+                // The log stays complete if this fails; `compact` keeps the error for
+                // doctor, and the compaction is tried again at the next round.
                 let _ = self.compact();
             }
         }
@@ -894,7 +899,14 @@ impl Shared {
         log_bytes >= self.options.compact_threshold_bytes && log_bytes >= snapshot_bytes
     }
 
+    /// Compacts, remembering the failure (or clearing it) for doctor.
     fn compact(&self) -> Result<CompactReport> {
+        let result = self.compact_now();
+        *lock(&self.compaction_failure) = result.as_ref().err().map(ToString::to_string);
+        result
+    }
+
+    fn compact_now(&self) -> Result<CompactReport> {
         let _one_at_a_time = lock(&self.compaction);
         let snapshot_path = self.backend.path(SNAPSHOT_FILE);
         let log_path = self.backend.path(LOG_FILE);
@@ -1030,14 +1042,18 @@ impl Shared {
         );
         let threshold = self.options.compact_threshold_bytes;
         let due = log_bytes >= threshold && log_bytes >= core.snapshot_bytes;
-        check(
-            "compaction",
-            CheckLevel::Ok,
-            format!(
-                "log {log_bytes} bytes of {threshold} before automatic compaction{}",
-                if due { " (due now)" } else { "" }
-            ),
+        let status = format!(
+            "log {log_bytes} bytes of {threshold} before automatic compaction{}",
+            if due { " (due now)" } else { "" }
         );
+        match lock(&self.compaction_failure).as_deref() {
+            None => check("compaction", CheckLevel::Ok, status),
+            Some(failure) => check(
+                "compaction",
+                CheckLevel::Warn,
+                format!("{status}; the last automatic compaction failed ({failure}), so the log keeps growing: free disk space or run compact()"),
+            ),
+        }
         match self.backend.free_space() {
             Ok(free) if free < 16 << 20 => check(
                 "disk_space",

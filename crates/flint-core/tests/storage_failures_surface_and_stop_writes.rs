@@ -111,3 +111,51 @@ fn a_failed_compaction_leaves_the_directory_as_it_was() {
     let limiter = Limiter::open(&dir, common::manual_options(SyncMode::Always).0).unwrap();
     assert_eq!(limiter.status("k").unwrap().unwrap().remaining, 2);
 }
+
+#[test]
+fn a_failing_automatic_compaction_is_reported_by_doctor() {
+    use flint_core::CheckLevel;
+
+    let (_tmp, dir) = data_dir();
+    let (backend, faults) = common::FaultyBackend::open(&dir);
+    let (mut options, _clock) = common::manual_options(SyncMode::Batch);
+    options.backend = Some(backend);
+    options.compact_threshold_bytes = 1024;
+    options.flush_every_ms = 1;
+    let limiter = Limiter::open(&dir, options).unwrap();
+    limiter
+        .limit("k", quota(1_000_000, "1h", Algorithm::TokenBucket))
+        .unwrap();
+    faults.fail_write_atomic.store(true, Ordering::Relaxed);
+    for _ in 0..100 {
+        limiter.check("k", 1).unwrap();
+    }
+    let compaction_check = || {
+        let report = limiter.doctor().unwrap();
+        report
+            .checks
+            .into_iter()
+            .find(|c| c.name == "compaction")
+            .unwrap()
+    };
+    // Poll (bounded, not a timing assertion) for the flusher's attempt.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while compaction_check().level != CheckLevel::Warn {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed compaction reported"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(compaction_check().detail.contains("injected failure"));
+    // Checks go on meanwhile, and once the disk recovers the warning clears.
+    assert!(limiter.allow("k", 1).unwrap());
+    faults.fail_write_atomic.store(false, Ordering::Relaxed);
+    while compaction_check().level != CheckLevel::Ok {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compaction never recovered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
