@@ -46,11 +46,11 @@ fn in_memory_decision(c: &mut Criterion) {
 fn limiter_checks(c: &mut Criterion) {
     let tmp = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(START));
-    let options = |sync| Options {
-        sync,
-        clock: clock.clone(),
-        compact_threshold_bytes: 256 << 20,
-        ..Options::default()
+    let options = |sync| {
+        Options::default()
+            .sync(sync)
+            .clock(clock.clone())
+            .compact_threshold_bytes(256 << 20)
     };
     let batch = Limiter::open(tmp.path().join("batch"), options(SyncMode::Batch)).unwrap();
     batch.limit("k", quota(Algorithm::TokenBucket)).unwrap();

@@ -76,12 +76,10 @@ fn ns_per_op(n: u64, mut f: impl FnMut(u64)) -> f64 {
 }
 
 fn options(sync: SyncMode, clock: &Arc<ManualClock>) -> Options {
-    Options {
-        sync,
-        clock: clock.clone(),
-        compact_threshold_bytes: 1 << 30,
-        ..Options::default()
-    }
+    Options::default()
+        .sync(sync)
+        .clock(clock.clone())
+        .compact_threshold_bytes(1 << 30)
 }
 
 fn fmt_ns(ns: f64) -> String {

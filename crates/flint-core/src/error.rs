@@ -79,6 +79,14 @@ pub enum Error {
     /// The limiter was closed.
     #[error("the limiter is closed: open the data directory again")]
     Closed,
+    /// The limiter was opened by the parent of this forked process. The child closed
+    /// its inherited copy of the lock and the log mapping at the fork; it must not
+    /// write its parent's log.
+    #[error("this limiter was opened by process {opened_by} before a fork; using it in the child process {} would write the same log from two processes: open a new limiter in the child (after the parent has closed it), or use shared mode", std::process::id())]
+    Forked {
+        /// The process that opened the limiter.
+        opened_by: u32,
+    },
 }
 
 fn locked_message(dir: &std::path::Path, pid: Option<u32>) -> String {

@@ -28,13 +28,26 @@
 
 pub mod algorithm;
 pub mod clock;
+mod compaction;
 pub mod decision;
+mod doctor;
 pub mod duration;
 pub mod error;
+mod flusher;
+mod group_commit;
 pub mod inspect;
 pub mod limiter;
 pub mod state;
 pub mod storage;
+
+/// The storage seam: implement [`Backend`](backend::Backend) to put a data directory
+/// somewhere else, or use [`MemoryBackend`](backend::MemoryBackend) (in memory, with
+/// simulated power loss) in tests.
+pub mod backend {
+    pub use crate::storage::backend::{Backend, DirLock, LogFile, LogSync, StorageFile};
+    pub use crate::storage::file::FileBackend;
+    pub use crate::storage::memory::MemoryBackend;
+}
 
 pub use algorithm::{Algorithm, Quota, MAX_RATE};
 pub use clock::{from_unix_seconds, to_unix_seconds, Clock, ManualClock, SystemClock, UnixNanos};
@@ -42,5 +55,5 @@ pub use decision::{Decision, ItemDecision, LimitChange, MultiDecision};
 pub use duration::Period;
 pub use error::{Error, Result};
 pub use inspect::{CheckLevel, DoctorCheck, DoctorReport, Status, TopBy};
-pub use limiter::{CompactReport, Limiter, Options, SyncMode};
+pub use limiter::{CompactReport, Deferred, Limiter, Options, Pending, PendingFuture, SyncMode};
 pub use state::{Counters, HistoryEvent};

@@ -1,34 +1,35 @@
-//! The limiter: the registry of limits behind one lock, the log behind it, group
-//! commit, the background flusher and compaction.
+//! The limiter's public API: [`Limiter`], its [`Options`], and [`Deferred`] calls
+//! whose durability wait is a future.
 //!
 //! Every change is an [`Event`]: appended to the log, then applied to the registry,
 //! both under the state lock so the log's order is the order of application. A caller
 //! whose event consumed quota or changed configuration then waits, outside the lock,
-//! until a sync covers it (`sync=always`); one caller's `fdatasync` covers every record
-//! appended before it started (group commit).
+//! until a sync covers it (`sync=always`; see [`crate::group_commit`]). The background
+//! flusher ([`crate::flusher`]), compaction ([`crate::compaction`]) and doctor
+//! ([`crate::doctor`]) live in their own modules.
 
-use std::any::Any;
 use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crate::algorithm::{Outcome, Quota};
 use crate::clock::{Clock, SystemClock, UnixNanos};
 use crate::decision::{Decision, ItemDecision, LimitChange, MultiDecision};
 use crate::error::{Error, Result};
-use crate::inspect::{CheckLevel, DoctorCheck, DoctorReport, Status, TopBy};
+use crate::group_commit::{Durable, GroupCommit};
+use crate::inspect::{DoctorReport, Status, TopBy};
 use crate::state::{Entry, HistoryEvent, Registry, DEFAULT_HISTORY_CAPACITY};
-use crate::storage::backend::{Backend, LogFile, LogSync};
+use crate::storage::backend::{Backend, DirLock, LogFile};
 use crate::storage::file::FileBackend;
-use crate::storage::format::{
-    encode_log_header, LOG_FILE, MAX_CHECK_ALL_ITEMS, MAX_KEY_LEN, SNAPSHOT_FILE,
-};
+use crate::storage::format::{LOG_FILE, MAX_CHECK_ALL_ITEMS, MAX_KEY_LEN};
 use crate::storage::record::Event;
 use crate::storage::recovery::{self, TornTail};
-use crate::storage::snapshot::{self, Covers};
+use crate::storage::sys;
 
 /// When a call's record must be on disk before the call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +68,15 @@ impl std::str::FromStr for SyncMode {
     }
 }
 
-/// How a limiter is opened.
+/// How a limiter is opened. Build it from [`Options::default`] with the setters:
+///
+/// ```
+/// use flint_core::{Options, SyncMode};
+/// let options = Options::default().sync(SyncMode::Batch).flush_every_ms(50);
+/// assert_eq!(options.flush_every_ms, 50);
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Options {
     /// Durability of each call.
     pub sync: SyncMode,
@@ -115,6 +123,56 @@ impl std::fmt::Debug for Options {
 }
 
 impl Options {
+    /// Sets [`Options::sync`].
+    #[must_use]
+    pub fn sync(mut self, sync: SyncMode) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Sets [`Options::flush_every_ms`].
+    #[must_use]
+    pub fn flush_every_ms(mut self, ms: u64) -> Self {
+        self.flush_every_ms = ms;
+        self
+    }
+
+    /// Sets [`Options::flush_every_events`].
+    #[must_use]
+    pub fn flush_every_events(mut self, events: u64) -> Self {
+        self.flush_every_events = events;
+        self
+    }
+
+    /// Sets [`Options::compact_threshold_bytes`].
+    #[must_use]
+    pub fn compact_threshold_bytes(mut self, bytes: u64) -> Self {
+        self.compact_threshold_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::history_capacity`].
+    #[must_use]
+    pub fn history_capacity(mut self, capacity: usize) -> Self {
+        self.history_capacity = capacity;
+        self
+    }
+
+    /// Sets [`Options::clock`].
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets [`Options::backend`]: storage other than files in the data directory
+    /// (for example [`crate::backend::MemoryBackend`]).
+    #[must_use]
+    pub fn backend(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         if self.flush_every_ms == 0 || self.flush_every_ms > 3_600_000 {
             return Err(Error::invalid(
@@ -136,62 +194,33 @@ impl Options {
 }
 
 /// State guarded by the state lock.
-struct Core {
-    registry: Registry,
-    log: Box<dyn LogFile>,
-    generation: u64,
-    /// Sequence number of the last event appended.
-    seq: u64,
+pub(crate) struct Core {
+    pub(crate) registry: Registry,
+    /// The open log; `None` once closed (the file and its mapping are released).
+    pub(crate) log: Option<Box<dyn LogFile>>,
+    pub(crate) generation: u64,
+    /// The offset the log's last `synced` record names.
+    pub(crate) marked_through: u64,
     scratch: Vec<u8>,
-    closed: bool,
-    replayed: u64,
-    torn: Option<TornTail>,
-    snapshot_bytes: u64,
+    pub(crate) replayed: u64,
+    pub(crate) torn: Option<TornTail>,
+    pub(crate) snapshot_bytes: u64,
 }
 
-/// Group-commit bookkeeping, guarded by its own lock (never held with a sync running).
-struct SyncState {
-    durable: u64,
-    /// Callers parked until a sync covers them; the leader unparks them.
-    waiters: Vec<std::thread::Thread>,
-    /// How many callers the last sync released: they will likely append again soon,
-    /// so the next leader gives them a moment to do so (see `gather_appends`).
-    released: usize,
-    /// How long the last sync took, in nanoseconds.
-    last_sync_ns: u64,
-    syncing: bool,
-    poisoned: Option<String>,
-    syncer: Arc<dyn LogSync>,
-    stop: bool,
-    flush_requested: bool,
-}
-
-struct Shared {
-    dir: PathBuf,
-    options: Options,
-    backend: Arc<dyn Backend>,
-    core: Mutex<Core>,
-    sync: Mutex<SyncState>,
-    /// Counts finished syncs (and compactions); a parked caller wakes for good when it
-    /// moves.
-    sync_round: AtomicU64,
-    /// Signalled to wake the background flusher.
-    wake_flusher: Condvar,
-    /// Mirrors for lock-free reads on the hot path.
-    written: AtomicU64,
-    durable: AtomicU64,
-    poisoned: AtomicBool,
-    flush_requested: AtomicBool,
-    log_bytes: AtomicU64,
-    compaction: Mutex<()>,
+/// What the limiter's handle, its flusher thread and its futures share.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) core: Mutex<Core>,
+    pub(crate) commit: Arc<GroupCommit>,
+    /// One compaction at a time.
+    pub(crate) compaction: Mutex<()>,
     /// Why the last automatic compaction failed, if it did (shown by doctor).
-    compaction_failure: Mutex<Option<String>>,
-    /// While a sync leader waits for callers to append (see `gather_appends`), the
-    /// sequence number it waits for (0 otherwise); the appender that reaches it
-    /// signals `appended`.
-    gather_target: AtomicU64,
-    gather_lock: Mutex<()>,
-    appended: Condvar,
+    pub(crate) compaction_failure: Mutex<Option<String>>,
+    /// The process that opened the limiter, and the fork generation it did so in.
+    opened_by: u32,
+    fork_generation: u64,
 }
 
 /// A persistent rate limiter over one data directory.
@@ -201,7 +230,7 @@ struct Shared {
 pub struct Limiter {
     shared: Arc<Shared>,
     flusher: Mutex<Option<JoinHandle<()>>>,
-    lock: Mutex<Option<Box<dyn Any + Send + Sync>>>,
+    lock: Mutex<Option<DirLock>>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -213,9 +242,9 @@ impl std::fmt::Debug for Limiter {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a lock cannot leave the registry half-applied in a way the
-    // log disagrees with (append happens before apply), so poisoning is not fatal.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic in apply poisons the engine (see `Shared::apply`) before it could poison
+    // a mutex; nothing else panics while holding a lock.
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -278,6 +307,123 @@ fn status_of(entry: &Entry, now: UnixNanos) -> Status {
     }
 }
 
+fn find<'r>(registry: &'r Registry, key: &str) -> Result<(u32, &'r Entry)> {
+    validate_key(key)?;
+    registry
+        .lookup(key)
+        .and_then(|id| registry.get(id).map(|e| (id, e)))
+        .ok_or_else(|| Error::LimitNotFound {
+            key: key.to_owned(),
+        })
+}
+
+/// The result of a call, before its durability wait: `wait()` blocks until the
+/// record is on disk (when the call must wait at all); `.await` waits without
+/// blocking the thread (the background flusher syncs).
+#[must_use = "the call is not durable until waited for"]
+pub struct Pending<T> {
+    value: T,
+    durable: Option<(Arc<GroupCommit>, u64)>,
+}
+
+impl<T> Pending<T> {
+    fn ready(value: T) -> Self {
+        Pending {
+            value,
+            durable: None,
+        }
+    }
+
+    /// Whether there is nothing to wait for (denials, batch mode, unchanged limits).
+    pub fn is_ready(&self) -> bool {
+        self.durable.is_none()
+    }
+
+    /// Blocks until the call's record is durable, then returns its result.
+    pub fn wait(self) -> Result<T> {
+        if let Some((commit, seq)) = &self.durable {
+            commit.wait(*seq)?;
+        }
+        Ok(self.value)
+    }
+}
+
+impl<T: Unpin> IntoFuture for Pending<T> {
+    type Output = Result<T>;
+    type IntoFuture = PendingFuture<T>;
+
+    fn into_future(self) -> PendingFuture<T> {
+        PendingFuture {
+            durable: self
+                .durable
+                .map(|(commit, seq)| GroupCommit::durable(&commit, seq)),
+            value: Some(self.value),
+        }
+    }
+}
+
+/// The future of a [`Pending`] result.
+pub struct PendingFuture<T> {
+    value: Option<T>,
+    durable: Option<Durable>,
+}
+
+impl<T: Unpin> Future for PendingFuture<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        if let Some(durable) = &mut self.durable {
+            match Pin::new(durable).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => self.durable = None,
+            }
+        }
+        match self.value.take() {
+            Some(value) => Poll::Ready(Ok(value)),
+            None => Poll::Ready(Err(Error::Closed)),
+        }
+    }
+}
+
+/// The calls of a [`Limiter`] that return before their durability wait; see
+/// [`Limiter::deferred`].
+#[derive(Debug, Clone, Copy)]
+pub struct Deferred<'a> {
+    limiter: &'a Limiter,
+}
+
+impl Deferred<'_> {
+    /// [`Limiter::limit`], before its durability wait.
+    pub fn limit(&self, key: &str, quota: Quota) -> Result<Pending<LimitChange>> {
+        self.limiter.shared.limit(key, quota)
+    }
+
+    /// [`Limiter::check`], before its durability wait.
+    pub fn check(&self, key: &str, cost: u64) -> Result<Pending<Decision>> {
+        self.limiter.shared.check(key, cost)
+    }
+
+    /// [`Limiter::check_all`], before its durability wait.
+    pub fn check_all(&self, items: &[(&str, u64)]) -> Result<Pending<MultiDecision>> {
+        self.limiter.shared.check_all(items)
+    }
+
+    /// [`Limiter::reset`], before its durability wait.
+    pub fn reset(&self, key: &str) -> Result<Pending<()>> {
+        self.limiter
+            .shared
+            .change(key, |id, at| Event::Reset { id, at })
+    }
+
+    /// [`Limiter::remove`], before its durability wait.
+    pub fn remove(&self, key: &str) -> Result<Pending<()>> {
+        self.limiter
+            .shared
+            .change(key, |id, at| Event::Remove { id, at })
+    }
+}
+
 impl Limiter {
     /// Opens (creating if needed) the data directory `dir`: takes its lock, loads the
     /// snapshot and replays the log.
@@ -288,51 +434,44 @@ impl Limiter {
             Some(backend) => Arc::clone(backend),
             None => Arc::new(FileBackend::open(&dir)?),
         };
+        sys::watch_forks();
         let guard = backend.lock()?;
         let recovered = recovery::recover(&*backend, options.history_capacity)?;
         let snapshot_bytes = backend
-            .size(SNAPSHOT_FILE)
-            .map_err(|e| Error::io("stat", backend.path(SNAPSHOT_FILE), e))?
+            .size(crate::storage::format::SNAPSHOT_FILE)
+            .map_err(|e| {
+                Error::io(
+                    "stat",
+                    backend.path(crate::storage::format::SNAPSHOT_FILE),
+                    e,
+                )
+            })?
             .unwrap_or(0);
-        let syncer = recovered.log.syncer();
-        let log_bytes = recovered.log.len();
+        let commit = Arc::new(GroupCommit::new(
+            recovered.log.syncer(),
+            recovered.generation,
+            recovered.log.len(),
+            (options.sync == SyncMode::Batch).then_some(options.flush_every_events),
+            backend.path(LOG_FILE),
+        ));
         let shared = Arc::new(Shared {
             dir,
-            backend,
             core: Mutex::new(Core {
                 registry: recovered.registry,
-                log: recovered.log,
+                log: Some(recovered.log),
                 generation: recovered.generation,
-                seq: 0,
+                marked_through: recovered.marked_through,
                 scratch: Vec::with_capacity(64),
-                closed: false,
                 replayed: recovered.replayed,
                 torn: recovered.torn,
                 snapshot_bytes,
             }),
-            sync: Mutex::new(SyncState {
-                durable: 0,
-                waiters: Vec::new(),
-                released: 0,
-                last_sync_ns: 0,
-                syncing: false,
-                poisoned: None,
-                syncer,
-                stop: false,
-                flush_requested: false,
-            }),
-            sync_round: AtomicU64::new(0),
-            wake_flusher: Condvar::new(),
-            written: AtomicU64::new(0),
-            durable: AtomicU64::new(0),
-            poisoned: AtomicBool::new(false),
-            flush_requested: AtomicBool::new(false),
-            log_bytes: AtomicU64::new(log_bytes),
+            commit,
             compaction: Mutex::new(()),
             compaction_failure: Mutex::new(None),
-            gather_target: AtomicU64::new(0),
-            gather_lock: Mutex::new(()),
-            appended: Condvar::new(),
+            opened_by: std::process::id(),
+            fork_generation: sys::fork_generation(),
+            backend,
             options,
         });
         let flusher = {
@@ -359,71 +498,23 @@ impl Limiter {
         &self.shared.options
     }
 
+    /// The calls that return before their durability wait, so that an async caller
+    /// can `.await` it instead of blocking a thread:
+    /// `limiter.deferred().check(key, 1)?.await?`.
+    pub fn deferred(&self) -> Deferred<'_> {
+        Deferred { limiter: self }
+    }
+
     /// Configures the limit of `key`. The same settings again change nothing and write
     /// nothing; other settings replace the limit (consumed units carry over when the
     /// algorithm stays the same).
     pub fn limit(&self, key: &str, quota: Quota) -> Result<LimitChange> {
-        validate_key(key)?;
-        let shared = &*self.shared;
-        let (change, seq) = {
-            let mut core = shared.lock_core()?;
-            let now = shared.now(&core);
-            let (id, change) = if let Some(id) = core.registry.lookup(key) {
-                if core.registry.get(id).is_some_and(|e| e.quota == quota) {
-                    return Ok(LimitChange::Unchanged);
-                }
-                (id, LimitChange::Updated)
-            } else {
-                {
-                    let id = core.registry.next_id();
-                    if id == u32::MAX {
-                        return Err(Error::invalid(
-                            Some(key),
-                            "this data directory has used all 4294967295 key ids: remove unused keys and start a new data directory",
-                        ));
-                    }
-                    (id, LimitChange::Created)
-                }
-            };
-            let event = Event::Configure {
-                id,
-                at: now,
-                quota,
-                key: key.to_owned(),
-            };
-            let seq = shared.append(&mut core, &event)?;
-            core.registry.apply_configure(id, key, quota, now);
-            (change, seq)
-        };
-        shared.wait_if_always(seq)?;
-        Ok(change)
+        self.shared.limit(key, quota)?.wait()
     }
 
     /// Checks `key` for `cost` units and consumes them when allowed.
     pub fn check(&self, key: &str, cost: u64) -> Result<Decision> {
-        let shared = &*self.shared;
-        let (decision, seq) = {
-            let mut core = shared.lock_core()?;
-            let now = shared.now(&core);
-            let (id, entry) = find(&core.registry, key)?;
-            validate_cost(key, cost, &entry.quota)?;
-            let outcome = entry.state.decide(&entry.quota, now, cost);
-            let decision = decision(&entry.quota, outcome, cost);
-            let event = Event::Check {
-                id,
-                at: now,
-                cost,
-                allowed: outcome.allowed,
-            };
-            let seq = shared.append(&mut core, &event)?;
-            core.registry
-                .apply_check(id, now, cost, outcome.allowed, Some(outcome.remaining));
-            (decision, seq)
-        };
-        if decision.allowed {
-            shared.wait_if_always(seq)?;
-        }
-        Ok(decision)
+        self.shared.check(key, cost)?.wait()
     }
 
     /// Like [`check`](Self::check), returning only whether it was allowed.
@@ -434,112 +525,7 @@ impl Limiter {
     /// Checks several keys at once, all or nothing: if any denies, none is consumed.
     /// Costs of a key named more than once are summed.
     pub fn check_all(&self, items: &[(&str, u64)]) -> Result<MultiDecision> {
-        if items.is_empty() {
-            return Err(Error::invalid(
-                None,
-                "check_all() got no items: pass at least one key",
-            ));
-        }
-        let shared = &*self.shared;
-        let (result, seq) = {
-            let mut core = shared.lock_core()?;
-            let now = shared.now(&core);
-            // Distinct keys in first-appearance order, with summed costs.
-            let mut merged: Vec<(u32, u64)> = Vec::with_capacity(items.len());
-            let mut slot_of: HashMap<u32, usize> = HashMap::with_capacity(items.len());
-            let mut slots = Vec::with_capacity(items.len());
-            for &(key, cost) in items {
-                let (id, entry) = find(&core.registry, key)?;
-                validate_cost(key, cost, &entry.quota)?;
-                let slot = *slot_of.entry(id).or_insert_with(|| {
-                    merged.push((id, 0));
-                    merged.len() - 1
-                });
-                if let Some(m) = merged.get_mut(slot) {
-                    m.1 += cost;
-                    if m.1 > entry.quota.rate() {
-                        return Err(Error::invalid(
-                            Some(key),
-                            format!(
-                                "the costs given for key {key:?} in one check_all() sum to {}, more than its rate ({}): such a request could never be allowed",
-                                m.1,
-                                entry.quota.rate()
-                            ),
-                        ));
-                    }
-                }
-                slots.push(slot);
-            }
-            if merged.len() > MAX_CHECK_ALL_ITEMS {
-                return Err(Error::invalid(
-                    None,
-                    format!(
-                        "check_all() names {} distinct keys: at most {MAX_CHECK_ALL_ITEMS} are allowed in one call",
-                        merged.len()
-                    ),
-                ));
-            }
-            let outcomes: Vec<Outcome> = merged
-                .iter()
-                .filter_map(|&(id, cost)| {
-                    core.registry
-                        .get(id)
-                        .map(|e| e.state.decide(&e.quota, now, cost))
-                })
-                .collect();
-            let allowed = outcomes.iter().all(|o| o.allowed);
-            let event = Event::CheckAll {
-                at: now,
-                allowed,
-                items: merged.clone(),
-            };
-            let seq = shared.append(&mut core, &event)?;
-            let mut shown = Vec::with_capacity(merged.len());
-            for (&(id, cost), outcome) in merged.iter().zip(&outcomes) {
-                let mut outcome = *outcome;
-                if !allowed {
-                    // Nothing was consumed: report the key as it stands.
-                    if let Some(e) = core.registry.get(id) {
-                        (outcome.remaining, outcome.reset_at) = e.state.peek(&e.quota, now);
-                    }
-                    outcome.allowed = false;
-                }
-                core.registry
-                    .apply_check(id, now, cost, allowed, Some(outcome.remaining));
-                shown.push(outcome);
-            }
-            let registry = &core.registry;
-            let denied_key = merged
-                .iter()
-                .zip(&outcomes)
-                .find(|(_, o)| !o.allowed)
-                .and_then(|((id, _), _)| registry.get(*id))
-                .map(|e| e.key.to_string());
-            let results = items
-                .iter()
-                .zip(&slots)
-                .filter_map(|(&(key, cost), &slot)| {
-                    let (id, _) = merged.get(slot)?;
-                    let quota = registry.get(*id)?.quota;
-                    Some(ItemDecision {
-                        key: key.to_owned(),
-                        decision: decision(&quota, *shown.get(slot)?, cost),
-                    })
-                })
-                .collect();
-            (
-                MultiDecision {
-                    allowed,
-                    denied_key,
-                    results,
-                },
-                seq,
-            )
-        };
-        if result.allowed {
-            shared.wait_if_always(seq)?;
-        }
-        Ok(result)
+        self.shared.check_all(items)?.wait()
     }
 
     /// Like [`check_all`](Self::check_all), returning only whether it was allowed.
@@ -549,28 +535,12 @@ impl Limiter {
 
     /// Puts `key` back to full capacity (counters and history are kept).
     pub fn reset(&self, key: &str) -> Result<()> {
-        self.change(key, |id, at| Event::Reset { id, at })
+        self.deferred().reset(key)?.wait()
     }
 
     /// Deletes the limit of `key`, with its counters and history.
     pub fn remove(&self, key: &str) -> Result<()> {
-        self.change(key, |id, at| Event::Remove { id, at })
-    }
-
-    fn change(&self, key: &str, event: impl FnOnce(u32, UnixNanos) -> Event) -> Result<()> {
-        let shared = &*self.shared;
-        let seq = {
-            let mut core = shared.lock_core()?;
-            let now = shared.now(&core);
-            let (id, _) = find(&core.registry, key)?;
-            let event = event(id, now);
-            let seq = shared.append(&mut core, &event)?;
-            core.registry
-                .apply(&event)
-                .map_err(|reason| Error::invalid(Some(key), reason))?;
-            seq
-        };
-        shared.wait_if_always(seq)
+        self.deferred().remove(key)?.wait()
     }
 
     /// The limit, capacity and counters of `key`, or `None` when it has no limit.
@@ -630,14 +600,14 @@ impl Limiter {
 
     /// Syncs every event written so far to disk.
     pub fn flush(&self) -> Result<()> {
-        let shared = &*self.shared;
-        drop(shared.lock_core()?);
-        shared.wait_durable(shared.written.load(Ordering::Acquire))
+        drop(self.shared.lock_core()?);
+        self.shared.commit.sync_all()
     }
 
     /// Writes the current state to the snapshot and starts a new log holding only what
     /// came after it. Crash-safe at every step.
     pub fn compact(&self) -> Result<CompactReport> {
+        drop(self.shared.lock_core()?);
         self.shared.compact()
     }
 
@@ -646,28 +616,43 @@ impl Limiter {
         self.shared.doctor()
     }
 
-    /// Syncs, stops the background flusher and releases the directory's lock. Later
-    /// calls fail with [`Error::Closed`]; closing twice is fine.
+    /// Syncs, stops the background flusher, and releases the log (file and mapping)
+    /// and the directory's lock at once. Later calls fail with [`Error::Closed`];
+    /// closing twice is fine. In a forked child, closing a limiter of the parent does
+    /// nothing (the child's copy of the lock was closed at the fork).
     pub fn close(&self) -> Result<()> {
         let shared = &*self.shared;
-        {
-            let mut core = lock(&shared.core);
-            if core.closed {
-                return Ok(());
-            }
-            core.closed = true;
+        if sys::fork_generation() != shared.fork_generation {
+            // The flusher thread does not exist here and the log is not mapped: keep
+            // every handle alive forever rather than run their destructors.
+            std::mem::forget(Arc::clone(&self.shared));
+            std::mem::forget(lock(&self.flusher).take());
+            std::mem::forget(lock(&self.lock).take());
+            return Ok(());
         }
-        {
-            let mut sync = lock(&shared.sync);
-            sync.stop = true;
-            shared.wake_flusher.notify_all();
+        if lock(&shared.core).log.is_none() {
+            return Ok(());
         }
+        shared.commit.stop();
         if let Some(flusher) = lock(&self.flusher).take() {
             let _ = flusher.join();
         }
-        let result = shared.wait_durable(shared.written.load(Ordering::Acquire));
+        let result = {
+            let mut core = lock(&shared.core);
+            let result = if core.log.is_some() {
+                shared.commit.sync_all()
+            } else {
+                Ok(())
+            };
+            core.log = None;
+            shared.commit.close();
+            result
+        };
         drop(lock(&self.lock).take());
-        result
+        match result {
+            Err(Error::Poisoned { .. }) => Ok(()),
+            other => other,
+        }
     }
 }
 
@@ -690,395 +675,264 @@ pub struct CompactReport {
     pub log_bytes_after: u64,
 }
 
-fn find<'r>(registry: &'r Registry, key: &str) -> Result<(u32, &'r Entry)> {
-    validate_key(key)?;
-    registry
-        .lookup(key)
-        .and_then(|id| registry.get(id).map(|e| (id, e)))
-        .ok_or_else(|| Error::LimitNotFound {
-            key: key.to_owned(),
-        })
-}
-
 impl Shared {
-    fn lock_core(&self) -> Result<MutexGuard<'_, Core>> {
+    /// The state lock, for a limiter that is open in this process.
+    pub(crate) fn lock_core(&self) -> Result<MutexGuard<'_, Core>> {
+        if sys::fork_generation() != self.fork_generation {
+            return Err(Error::Forked {
+                opened_by: self.opened_by,
+            });
+        }
         let core = lock(&self.core);
-        if core.closed {
+        if core.log.is_none() {
             return Err(Error::Closed);
         }
         Ok(core)
     }
 
     /// The time to decide at: never earlier than any event already recorded.
-    fn now(&self, core: &Core) -> UnixNanos {
+    pub(crate) fn now(&self, core: &Core) -> UnixNanos {
         self.options.clock.now().max(core.registry.high_water)
     }
 
-    fn poisoned_error(&self) -> Error {
-        Error::Poisoned {
-            cause: lock(&self.sync)
-                .poisoned
-                .clone()
-                .unwrap_or_else(|| "unknown".into()),
-        }
-    }
-
-    /// Appends `event` to the log (under the state lock) and returns its sequence
+    /// Appends `event` to the log (under the state lock), preceded by a `synced`
+    /// record when the durable end moved since the last one, and returns its sequence
     /// number. On error nothing was recorded and the caller must not apply the event.
     fn append(&self, core: &mut Core, event: &Event) -> Result<u64> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(self.poisoned_error());
-        }
-        let mut frame = std::mem::take(&mut core.scratch);
-        frame.clear();
-        event.encode_frame(&mut frame);
-        let appended = core.log.append(&frame);
-        core.scratch = frame;
-        appended.map_err(|e| Error::io("append to", self.backend.path(LOG_FILE), e))?;
-        core.seq += 1;
-        self.written.store(core.seq, Ordering::SeqCst);
-        let target = self.gather_target.load(Ordering::SeqCst);
-        if target != 0 && core.seq >= target {
-            let _gather = lock(&self.gather_lock);
-            self.appended.notify_one();
-        }
-        self.log_bytes.store(core.log.len(), Ordering::Relaxed);
-        if self.options.sync == SyncMode::Batch
-            && core.seq - self.durable.load(Ordering::Relaxed) >= self.options.flush_every_events
-            && !self.flush_requested.swap(true, Ordering::AcqRel)
-        {
-            lock(&self.sync).flush_requested = true;
-            self.wake_flusher.notify_one();
-        }
-        Ok(core.seq)
+        let Core {
+            log,
+            scratch,
+            marked_through,
+            ..
+        } = core;
+        let log = log.as_mut().ok_or(Error::Closed)?;
+        let backend = &self.backend;
+        self.commit.append(|durable| {
+            scratch.clear();
+            let mark = durable > *marked_through;
+            if mark {
+                Event::Synced {
+                    at: event.at(),
+                    through: durable,
+                }
+                .encode_frame(scratch);
+            }
+            event.encode_frame(scratch);
+            log.append(scratch)
+                .map_err(|e| Error::io("append to", backend.path(LOG_FILE), e))?;
+            if mark {
+                *marked_through = durable;
+            }
+            Ok(log.len())
+        })
     }
 
-    fn wait_if_always(&self, seq: u64) -> Result<()> {
+    /// Applies a decision already in the log to the registry. A panic here (a bug)
+    /// would leave the two disagreeing, so it poisons the engine.
+    fn apply<T>(&self, core: &mut Core, apply: impl FnOnce(&mut Registry) -> T) -> Result<T> {
+        catch_unwind(AssertUnwindSafe(|| apply(&mut core.registry))).map_err(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let cause = format!(
+                "applying a logged decision failed ({what}): the log holds it but the memory state may not (a bug; please report it)"
+            );
+            self.commit.poison(cause.clone());
+            Error::Poisoned { cause }
+        })
+    }
+
+    /// `value` after the durability wait this mode requires for a change at `seq`.
+    fn durable_after<T>(&self, value: T, seq: u64) -> Pending<T> {
         if self.options.sync == SyncMode::Always {
-            self.wait_durable(seq)
+            Pending {
+                value,
+                durable: Some((Arc::clone(&self.commit), seq)),
+            }
         } else {
-            Ok(())
+            Pending::ready(value)
         }
     }
 
-    /// Returns once event `seq` is on disk. One waiter at a time syncs (the leader);
-    /// its sync covers every event written before it began, so the others need no
-    /// sync of their own.
-    fn wait_durable(&self, seq: u64) -> Result<()> {
-        let mut state = lock(&self.sync);
-        loop {
-            if let Some(cause) = &state.poisoned {
-                return Err(Error::Poisoned {
-                    cause: cause.clone(),
-                });
-            }
-            if state.durable >= seq {
-                return Ok(());
-            }
-            if state.syncing {
-                // Park without the lock: when the sync ends, every waiter it covers
-                // returns at once, instead of each retaking the lock in turn.
-                state.waiters.push(std::thread::current());
-                let round = self.sync_round.load(Ordering::Acquire);
-                drop(state);
-                while self.sync_round.load(Ordering::Acquire) == round {
-                    std::thread::park();
-                }
-                if self.durable.load(Ordering::Acquire) >= seq {
-                    return Ok(());
-                }
-                state = lock(&self.sync);
-                continue;
-            }
-            state.syncing = true;
-            let syncer = Arc::clone(&state.syncer);
-            let (expected, patience) = (state.released, state.last_sync_ns / 2);
-            drop(state);
-            let target = self.gather_appends(expected, patience);
-            let started = std::time::Instant::now();
-            let result = syncer.sync();
-            let took = started.elapsed().as_nanos() as u64;
-            state = lock(&self.sync);
-            state.syncing = false;
-            state.last_sync_ns = took;
-            state.released = state.waiters.len();
-            let outcome = match result {
-                Ok(()) => {
-                    state.durable = state.durable.max(target);
-                    self.durable.store(state.durable, Ordering::Release);
-                    Ok(())
-                }
-                Err(e) => {
-                    let error = Error::io("sync", self.backend.path(LOG_FILE), e);
-                    state.poisoned = Some(error.to_string());
-                    self.poisoned.store(true, Ordering::Release);
-                    Err(error)
-                }
-            };
-            // This sync covered the leader's own event (appended before it began).
-            self.release_waiters(state);
-            return outcome;
-        }
-    }
-
-    /// Ends a sync round: every parked caller wakes and either returns (its event is
-    /// durable) or tries again (it appended after the sync began, or the sync failed).
-    fn release_waiters(&self, mut state: MutexGuard<'_, SyncState>) {
-        self.sync_round.fetch_add(1, Ordering::AcqRel);
-        let waiters = std::mem::take(&mut state.waiters);
-        drop(state);
-        for waiter in waiters {
-            waiter.unpark();
-        }
-    }
-
-    /// Before a sync, gives the callers the last sync released a moment to append
-    /// again, so that this sync covers them too. Without it, on a busy limiter the
-    /// syncs alternate between one for the first caller back and one for the rest.
-    /// Waits until `expected` more events than are durable are written, or at most
-    /// `patience_ns` (half the last sync's duration, capped at 200 µs). A lone caller
-    /// has `expected == 0` and does not wait. Returns the last event the sync covers.
-    fn gather_appends(&self, expected: usize, patience_ns: u64) -> u64 {
-        let wanted = self.durable.load(Ordering::Acquire) + expected as u64 + 1;
-        if expected > 0 && self.written.load(Ordering::Acquire) < wanted {
-            let deadline =
-                std::time::Instant::now() + Duration::from_nanos(patience_ns.min(200_000));
-            // Block rather than spin: the callers need the CPU to get here.
-            let mut guard = lock(&self.gather_lock);
-            self.gather_target.store(wanted, Ordering::SeqCst);
-            while self.written.load(Ordering::SeqCst) < wanted {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                guard = self
-                    .appended
-                    .wait_timeout(guard, left)
-                    .map_or_else(|e| e.into_inner().0, |(g, _)| g);
-            }
-            self.gather_target.store(0, Ordering::SeqCst);
-        }
-        self.written.load(Ordering::Acquire)
-    }
-
-    /// The background flusher: syncs what is unsynced every `flush_every_ms`, or at
-    /// once when batch mode asks, and compacts when the log has grown large.
-    fn run_flusher(&self) {
-        let interval = Duration::from_millis(self.options.flush_every_ms);
-        loop {
-            {
-                let mut state = lock(&self.sync);
-                if !state.stop && !state.flush_requested {
-                    state = self
-                        .wake_flusher
-                        .wait_timeout(state, interval)
-                        .map_or_else(|e| e.into_inner().0, |(guard, _)| guard);
-                }
-                if state.stop {
-                    return;
-                }
-                state.flush_requested = false;
-                self.flush_requested.store(false, Ordering::Release);
-            }
-            let written = self.written.load(Ordering::Acquire);
-            if written > self.durable.load(Ordering::Acquire) {
-                // A failure poisons the engine; callers see it on their next write.
-                let _ = self.wait_durable(written);
-            }
-            if self.compaction_due() {
-                // The log stays complete if this fails; `compact` keeps the error for
-                // doctor, and the compaction is tried again at the next round.
-                let _ = self.compact();
-            }
-        }
-    }
-
-    fn compaction_due(&self) -> bool {
-        let log_bytes = self.log_bytes.load(Ordering::Relaxed);
-        let snapshot_bytes = lock(&self.core).snapshot_bytes;
-        log_bytes >= self.options.compact_threshold_bytes && log_bytes >= snapshot_bytes
-    }
-
-    /// Compacts, remembering the failure (or clearing it) for doctor.
-    fn compact(&self) -> Result<CompactReport> {
-        let result = self.compact_now();
-        *lock(&self.compaction_failure) = result.as_ref().err().map(ToString::to_string);
-        result
-    }
-
-    fn compact_now(&self) -> Result<CompactReport> {
-        let _one_at_a_time = lock(&self.compaction);
-        let snapshot_path = self.backend.path(SNAPSHOT_FILE);
-        let log_path = self.backend.path(LOG_FILE);
-        // 1. Capture the state and the log position it covers.
-        let (bytes, covers, keys, log_bytes_before) = {
-            let core = self.lock_core()?;
-            if self.poisoned.load(Ordering::Acquire) {
-                return Err(self.poisoned_error());
-            }
-            let covers = Covers {
-                generation: core.generation,
-                offset: core.log.len(),
-            };
-            (
-                snapshot::encode(&core.registry, covers),
-                covers,
-                core.registry.len(),
-                core.log.len(),
-            )
-        };
-        // 2. Write the snapshot (temp, fsync, rename, directory fsync), without the
-        //    state lock: checks go on meanwhile, appending to the old log.
-        self.backend
-            .write_atomic(SNAPSHOT_FILE, &bytes)
-            .map_err(|e| Error::io("write", &snapshot_path, e))?;
-        // 3. Replace the log with one of the next generation that holds only what was
-        //    appended after the snapshot's position. Until the rename the old log and
-        //    the snapshot together are complete; after it the new log and the snapshot.
+    fn limit(&self, key: &str, quota: Quota) -> Result<Pending<LimitChange>> {
+        validate_key(key)?;
         let mut core = self.lock_core()?;
-        core.snapshot_bytes = bytes.len() as u64;
-        let tail = core
-            .log
-            .read_from(covers.offset)
-            .map_err(|e| Error::io("read", &log_path, e))?;
-        let mut content = encode_log_header(covers.generation + 1).to_vec();
-        content.extend_from_slice(&tail);
-        let log = self
-            .backend
-            .create_log(LOG_FILE, &content)
-            .map_err(|e| Error::io("replace", &log_path, e))?;
-        core.log = log;
-        core.generation += 1;
-        core.torn = None;
-        let log_bytes_after = core.log.len();
-        self.log_bytes.store(log_bytes_after, Ordering::Relaxed);
-        {
-            // The new log was synced as a whole: everything written is durable.
-            let mut state = lock(&self.sync);
-            state.syncer = core.log.syncer();
-            state.durable = state.durable.max(core.seq);
-            self.durable.store(state.durable, Ordering::Release);
-            self.release_waiters(state);
-        }
-        Ok(CompactReport {
-            keys,
-            snapshot_bytes: bytes.len() as u64,
-            log_bytes_before,
-            log_bytes_after,
+        let now = self.now(&core);
+        let (id, change) = if let Some(id) = core.registry.lookup(key) {
+            if core.registry.get(id).is_some_and(|e| e.quota == quota) {
+                return Ok(Pending::ready(LimitChange::Unchanged));
+            }
+            (id, LimitChange::Updated)
+        } else {
+            let id = core.registry.next_id();
+            if id == u32::MAX {
+                return Err(Error::invalid(
+                    Some(key),
+                    "this data directory has used all 4294967295 key ids: remove unused keys and start a new data directory",
+                ));
+            }
+            (id, LimitChange::Created)
+        };
+        let event = Event::Configure {
+            id,
+            at: now,
+            quota,
+            key: key.to_owned(),
+        };
+        let seq = self.append(&mut core, &event)?;
+        self.apply(&mut core, |r| r.apply_configure(id, key, quota, now))?;
+        drop(core);
+        Ok(self.durable_after(change, seq))
+    }
+
+    fn check(&self, key: &str, cost: u64) -> Result<Pending<Decision>> {
+        let mut core = self.lock_core()?;
+        let now = self.now(&core);
+        let (id, entry) = find(&core.registry, key)?;
+        validate_cost(key, cost, &entry.quota)?;
+        let outcome = entry.state.decide(&entry.quota, now, cost);
+        let decision = decision(&entry.quota, outcome, cost);
+        let event = Event::Check {
+            id,
+            at: now,
+            cost,
+            allowed: outcome.allowed,
+        };
+        let seq = self.append(&mut core, &event)?;
+        self.apply(&mut core, |r| {
+            r.apply_check(id, now, cost, outcome.allowed, Some(outcome.remaining));
+        })?;
+        drop(core);
+        // Denials change no quota: they do not wait for the disk.
+        Ok(if decision.allowed {
+            self.durable_after(decision, seq)
+        } else {
+            Pending::ready(decision)
         })
     }
 
-    fn doctor(&self) -> Result<DoctorReport> {
-        let core = self.lock_core()?;
-        let mut checks = Vec::new();
-        let mut check = |name, level, detail: String| {
-            checks.push(DoctorCheck {
-                name,
-                level,
-                detail,
+    fn check_all(&self, items: &[(&str, u64)]) -> Result<Pending<MultiDecision>> {
+        if items.is_empty() {
+            return Err(Error::invalid(
+                None,
+                "check_all() got no items: pass at least one key",
+            ));
+        }
+        let mut core = self.lock_core()?;
+        let now = self.now(&core);
+        // Distinct keys in first-appearance order, with summed costs.
+        let mut merged: Vec<(u32, u64)> = Vec::with_capacity(items.len());
+        let mut slot_of: HashMap<u32, usize> = HashMap::with_capacity(items.len());
+        let mut slots = Vec::with_capacity(items.len());
+        for &(key, cost) in items {
+            let (id, entry) = find(&core.registry, key)?;
+            validate_cost(key, cost, &entry.quota)?;
+            let slot = *slot_of.entry(id).or_insert_with(|| {
+                merged.push((id, 0));
+                merged.len() - 1
             });
-        };
-        check(
-            "lock",
-            CheckLevel::Ok,
-            format!("held by this process (pid {})", std::process::id()),
-        );
-        match self.backend.dir_mode() {
-            Ok(mode) if mode & 0o077 == 0 /* no group or other bits */ => {
-                check("permissions", CheckLevel::Ok, format!("directory mode {mode:o}"));
+            if let Some(m) = merged.get_mut(slot) {
+                m.1 += cost;
+                if m.1 > entry.quota.rate() {
+                    return Err(Error::invalid(
+                        Some(key),
+                        format!(
+                            "the costs given for key {key:?} in one check_all() sum to {}, more than its rate ({}): such a request could never be allowed",
+                            m.1,
+                            entry.quota.rate()
+                        ),
+                    ));
+                }
             }
-            Ok(mode) => check(
-                "permissions",
-                CheckLevel::Warn,
+            slots.push(slot);
+        }
+        if merged.len() > MAX_CHECK_ALL_ITEMS {
+            return Err(Error::invalid(
+                None,
                 format!(
-                    "directory mode {mode:o} lets other users read limiter state: run `chmod 700 {}`",
-                    self.dir.display()
+                    "check_all() names {} distinct keys: at most {MAX_CHECK_ALL_ITEMS} are allowed in one call",
+                    merged.len()
                 ),
-            ),
-            Err(e) => check("permissions", CheckLevel::Fail, format!("cannot stat the directory: {e}")),
+            ));
         }
-        let poisoned = lock(&self.sync).poisoned.clone();
-        let log_bytes = core.log.len();
-        match poisoned {
-            None => check(
-                "log",
-                CheckLevel::Ok,
-                format!(
-                    "generation {}, {log_bytes} bytes, {} records replayed on open",
-                    core.generation, core.replayed
-                ),
-            ),
-            Some(cause) => check(
-                "log",
-                CheckLevel::Fail,
-                format!("writes stopped after a storage failure: {cause}; close and reopen"),
-            ),
-        }
-        check(
-            "snapshot",
-            CheckLevel::Ok,
-            if core.snapshot_bytes == 0 {
-                "none yet (written by compaction)".to_owned()
-            } else {
-                format!("{} bytes", core.snapshot_bytes)
-            },
-        );
-        match core.torn {
-            None => check("torn_tail", CheckLevel::Ok, "none found on open".into()),
-            Some(torn) => check(
-                "torn_tail",
-                CheckLevel::Warn,
-                format!(
-                    "a torn final record (a crash mid-write) was cut on open: {} bytes at offset {}; no acknowledged decision is lost",
-                    torn.bytes, torn.offset
-                ),
-            ),
-        }
-        let pending = core.seq - self.durable.load(Ordering::Acquire).min(core.seq);
-        check(
-            "pending",
-            CheckLevel::Ok,
-            format!("{pending} events written but not yet synced"),
-        );
-        let threshold = self.options.compact_threshold_bytes;
-        let due = log_bytes >= threshold && log_bytes >= core.snapshot_bytes;
-        let status = format!(
-            "log {log_bytes} bytes of {threshold} before automatic compaction{}",
-            if due { " (due now)" } else { "" }
-        );
-        match lock(&self.compaction_failure).as_deref() {
-            None => check("compaction", CheckLevel::Ok, status),
-            Some(failure) => check(
-                "compaction",
-                CheckLevel::Warn,
-                format!("{status}; the last automatic compaction failed ({failure}), so the log keeps growing: free disk space or run compact()"),
-            ),
-        }
-        match self.backend.free_space() {
-            Ok(free) if free < 16 << 20 => check(
-                "disk_space",
-                CheckLevel::Fail,
-                format!("only {free} bytes free: free space or writes will fail"),
-            ),
-            Ok(free) if free < 256 << 20 => check(
-                "disk_space",
-                CheckLevel::Warn,
-                format!("only {free} bytes free"),
-            ),
-            Ok(free) => check("disk_space", CheckLevel::Ok, format!("{free} bytes free")),
-            Err(e) => check("disk_space", CheckLevel::Warn, format!("cannot tell: {e}")),
-        }
-        let ok = checks.iter().all(|c| c.level != CheckLevel::Fail);
-        Ok(DoctorReport {
-            ok,
-            checks,
-            sync: self.options.sync.name(),
-            version: env!("CARGO_PKG_VERSION"),
-            data_dir: self.dir.clone(),
-            log_bytes,
-            snapshot_bytes: core.snapshot_bytes,
-            keys: core.registry.len(),
-            pending_events: pending,
+        let outcomes: Vec<Outcome> = merged
+            .iter()
+            .filter_map(|&(id, cost)| {
+                core.registry
+                    .get(id)
+                    .map(|e| e.state.decide(&e.quota, now, cost))
+            })
+            .collect();
+        let allowed = outcomes.iter().all(|o| o.allowed);
+        let event = Event::CheckAll {
+            at: now,
+            allowed,
+            items: merged.clone(),
+        };
+        let seq = self.append(&mut core, &event)?;
+        let shown = self.apply(&mut core, |registry| {
+            let mut shown = Vec::with_capacity(merged.len());
+            for (&(id, cost), outcome) in merged.iter().zip(&outcomes) {
+                let mut outcome = *outcome;
+                if !allowed {
+                    // Nothing was consumed: report the key as it stands.
+                    if let Some(e) = registry.get(id) {
+                        (outcome.remaining, outcome.reset_at) = e.state.peek(&e.quota, now);
+                    }
+                    outcome.allowed = false;
+                }
+                registry.apply_check(id, now, cost, allowed, Some(outcome.remaining));
+                shown.push(outcome);
+            }
+            shown
+        })?;
+        let registry = &core.registry;
+        let denied_key = merged
+            .iter()
+            .zip(&outcomes)
+            .find(|(_, o)| !o.allowed)
+            .and_then(|((id, _), _)| registry.get(*id))
+            .map(|e| e.key.to_string());
+        let results = items
+            .iter()
+            .zip(&slots)
+            .filter_map(|(&(key, cost), &slot)| {
+                let (id, _) = merged.get(slot)?;
+                let quota = registry.get(*id)?.quota;
+                Some(ItemDecision {
+                    key: key.to_owned(),
+                    decision: decision(&quota, *shown.get(slot)?, cost),
+                })
+            })
+            .collect();
+        drop(core);
+        let result = MultiDecision {
+            allowed,
+            denied_key,
+            results,
+        };
+        Ok(if allowed {
+            self.durable_after(result, seq)
+        } else {
+            Pending::ready(result)
         })
+    }
+
+    fn change(
+        &self,
+        key: &str,
+        event: impl FnOnce(u32, UnixNanos) -> Event,
+    ) -> Result<Pending<()>> {
+        let mut core = self.lock_core()?;
+        let now = self.now(&core);
+        let (id, _) = find(&core.registry, key)?;
+        let event = event(id, now);
+        let seq = self.append(&mut core, &event)?;
+        self.apply(&mut core, |r| r.apply(&event))?
+            .map_err(|reason| Error::invalid(Some(key), reason))?;
+        drop(core);
+        Ok(self.durable_after((), seq))
     }
 }

@@ -284,6 +284,7 @@ impl Registry {
             }
             Event::Reset { id, at } => self.apply_reset(*id, *at),
             Event::Remove { id, at } => self.apply_remove(*id, *at),
+            Event::Synced { .. } => true,
         };
         if known {
             Ok(())

@@ -207,7 +207,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(T0));
-        let options = Options { sync: SyncMode::Batch, clock: clock.clone(), ..Options::default() };
+        let options = Options::default().sync(SyncMode::Batch).clock(clock.clone());
         let q = quota(rate, per_ms, algorithm);
         let live = Limiter::open(dir.path(), options.clone()).unwrap();
         live.limit("a", q).unwrap();

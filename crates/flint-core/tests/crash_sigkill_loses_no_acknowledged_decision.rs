@@ -24,14 +24,12 @@ fn crash_child() {
         return; // Only meaningful when started by the parent below.
     };
     let (sync, dir) = spec.split_once(':').expect("sync:dir");
-    let options = Options {
-        sync: sync.parse().expect("sync mode"),
-        flush_every_ms: 5,
-        flush_every_events: 7,
+    let options = Options::default()
+        .sync(sync.parse().expect("sync mode"))
+        .flush_every_ms(5)
+        .flush_every_events(7)
         // Small, so that automatic compactions happen (and get killed) too.
-        compact_threshold_bytes: 16 << 10,
-        ..Options::default()
-    };
+        .compact_threshold_bytes(16 << 10);
     let limiter = Limiter::open(dir, options).expect("child opens the directory");
     limiter
         .limit("k", common::quota(RATE, "1d", Algorithm::SlidingWindowLog))
@@ -78,7 +76,7 @@ fn run_child_and_kill(dir: &Path, sync: SyncMode, acks: u64) -> u64 {
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, format!("{}:{}", sync.name(), dir.display()))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("start the child");
     let stdout = child.stdout.take().expect("child stdout");
@@ -191,7 +189,7 @@ fn a_second_opener_in_another_process_is_told_who_holds_the_lock() {
         .env("FLINT_LOCK_CHILD", &dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("start the child");
     let stdout = child.stdout.take().expect("child stdout");

@@ -44,7 +44,7 @@ fn damage_record_at(dir: &Path, offset: u64) -> Vec<u8> {
 }
 
 /// The directory's backend with its lock held, as repair needs.
-fn locked_backend(dir: &Path) -> (FileBackend, Box<dyn std::any::Any + Send + Sync>) {
+fn locked_backend(dir: &Path) -> (FileBackend, flint_core::backend::DirLock) {
     let backend = FileBackend::open(dir).unwrap();
     let guard = backend.lock().unwrap();
     (backend, guard)

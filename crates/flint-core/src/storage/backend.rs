@@ -1,21 +1,27 @@
-//! The storage seam: everything the engine does to disk goes through [`Backend`], so
-//! tests can inject failures (a full disk, a failing sync) and count syncs.
+//! The storage seam: the primitives the engine uses on a data directory.
+//!
+//! A [`Backend`] offers only primitives (create a file, write, sync, rename, sync the
+//! directory, map a log, lock). The policy — the order of an atomic replace, where its
+//! commit point lies, what must be synced before what — lives in the engine
+//! ([`super::replace`], compaction, recovery), so it is written and tested once, against
+//! every backend: the real files ([`super::file::FileBackend`]), memory
+//! ([`super::memory::MemoryBackend`]) and simulated power loss
+//! ([`super::memory::MemoryBackend::crash_image`]).
 
-use std::any::Any;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::Result;
 
-/// Syncs a log file to stable storage; shared with the group-commit leader, which
+/// Makes what was appended to a log durable; shared with the group-commit leader, which
 /// calls it without holding the engine's state lock.
 pub trait LogSync: Send + Sync {
     /// Makes every byte appended so far durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
 }
 
-/// An open append-only log file.
+/// An open append-only log.
 pub trait LogFile: Send {
     /// Appends `bytes` at the logical end. On return the bytes survive the process
     /// being killed (they are in the kernel's page cache), but not yet a power loss.
@@ -29,11 +35,56 @@ pub trait LogFile: Send {
     }
     /// The bytes from `from` to the logical end.
     fn read_from(&self, from: u64) -> io::Result<Vec<u8>>;
-    /// A handle that syncs this file.
+    /// A handle that syncs this log.
     fn syncer(&self) -> Arc<dyn LogSync>;
+    /// How many bytes the next growth of the file will reserve, when the log is full
+    /// enough that the next appends need one (for `doctor` after a full disk).
+    fn next_growth(&self) -> u64 {
+        0
+    }
 }
 
-/// A data directory, as the engine sees it.
+/// A file opened for writing (a temporary file before its rename, or a log to cut).
+pub trait StorageFile: Send {
+    /// Writes `bytes` at `offset`, extending the file when needed.
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Reserves real blocks for the first `len` bytes (extending the file with zeros),
+    /// so that later writes into them cannot fail for lack of space.
+    fn allocate(&mut self, len: u64) -> io::Result<()>;
+    /// The file's size.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Makes the file's content durable (`fsync`). Its name is durable only after
+    /// [`Backend::sync_dir`].
+    fn sync(&mut self) -> io::Result<()>;
+    /// Turns the file into a log appended after its first `logical_len` bytes.
+    fn into_log(self: Box<Self>, logical_len: u64) -> io::Result<Box<dyn LogFile>>;
+}
+
+/// The directory's exclusive lock: held until dropped.
+pub struct DirLock {
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl DirLock {
+    /// Wraps whatever keeps the lock held (an open, locked file; a flag).
+    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+        DirLock {
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+impl std::fmt::Debug for DirLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DirLock")
+    }
+}
+
+/// A data directory, as the engine sees it: files by name, and the directory itself.
 pub trait Backend: Send + Sync {
     /// The directory, for messages.
     fn dir(&self) -> &Path;
@@ -41,22 +92,20 @@ pub trait Backend: Send + Sync {
     fn path(&self, name: &str) -> PathBuf {
         self.dir().join(name)
     }
-    /// Takes the directory's exclusive lock; the lock is held until the guard drops.
-    fn lock(&self) -> Result<Box<dyn Any + Send + Sync>>;
+    /// Takes the directory's exclusive lock.
+    fn lock(&self) -> Result<DirLock>;
     /// The whole content of `name`, or `None` when it does not exist.
     fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
-    /// The size of `name` on disk, or `None` when it does not exist.
+    /// The size of `name`, or `None` when it does not exist.
     fn size(&self, name: &str) -> io::Result<Option<u64>>;
-    /// Replaces `name` with `bytes` atomically: temp file, fsync, rename, directory
-    /// fsync. A crash leaves either the old or the new content.
-    fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
-    /// Replaces the log `name` atomically with a new log holding `content`, and opens
-    /// it for appending after `content`.
-    fn create_log(&self, name: &str, content: &[u8]) -> io::Result<Box<dyn LogFile>>;
-    /// Opens the existing log `name` for appending at `logical_len`.
-    fn open_log(&self, name: &str, logical_len: u64) -> io::Result<Box<dyn LogFile>>;
-    /// Zeroes the log `name` from `offset` to its end and syncs: cuts a torn tail.
-    fn cut_log(&self, name: &str, offset: u64) -> io::Result<()>;
+    /// Creates `name` empty (truncating it if it exists), owner-only, for writing.
+    fn create(&self, name: &str) -> io::Result<Box<dyn StorageFile>>;
+    /// Opens the existing file `name` for writing.
+    fn open(&self, name: &str) -> io::Result<Box<dyn StorageFile>>;
+    /// Renames `from` to `to`, replacing `to`. Durable only after [`Backend::sync_dir`].
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self) -> io::Result<()>;
     /// Removes `name` if it exists.
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Free bytes on the directory's file system.

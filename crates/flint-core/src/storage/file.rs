@@ -8,35 +8,37 @@
 //! a `SIGBUS` on a store into a hole. The region past the logical end is zeros, which
 //! the reader takes as the end of the log.
 
-#![expect(
-    unsafe_code,
-    reason = "memory-mapping the log and posix_fallocate/statvfs need FFI"
-)]
-
-use std::any::Any;
-use std::ffi::CString;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use memmap2::MmapMut;
 
 use crate::error::{Error, Result};
-use crate::storage::backend::{Backend, LogFile, LogSync};
-use crate::storage::format::{LOCK_FILE, TEMP_SUFFIX};
+use crate::storage::backend::{Backend, DirLock, LogFile, LogSync, StorageFile};
+use crate::storage::format::LOCK_FILE;
+use crate::storage::sys;
 
-/// The first preallocation of a log; it doubles up to [`MAX_GROWTH`] at a time.
-const INITIAL_LOG_CAPACITY: u64 = 1 << 20;
-const MAX_GROWTH: u64 = 64 << 20;
+/// The smallest preallocation of a log, and the smallest step it grows by.
+pub const MIN_LOG_GROWTH: u64 = 1 << 20;
+/// The largest step a log grows by. Growth is bounded (a quarter of the log, between
+/// these two), so that after a full disk a modest amount of freed space is enough.
+pub const MAX_LOG_GROWTH: u64 = 16 << 20;
+
+/// How much a log of `capacity` bytes grows by to hold `needed` bytes.
+pub(crate) fn growth_step(capacity: u64) -> u64 {
+    (capacity / 4).clamp(MIN_LOG_GROWTH, MAX_LOG_GROWTH)
+}
 
 /// A data directory on the local file system.
 #[derive(Debug)]
 pub struct FileBackend {
     dir: PathBuf,
+    /// The directory, open for `fsync`: opened once, so syncing it after a rename needs
+    /// no new descriptor (an `EMFILE` there would come after the commit point).
+    handle: File,
 }
 
 impl FileBackend {
@@ -44,6 +46,12 @@ impl FileBackend {
     /// directory's permissions are left as they are (`doctor` reports them).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
+        if dir.as_os_str().is_empty() {
+            return Err(Error::invalid(
+                None,
+                "the data directory path is empty: name a directory, such as \".flint\"",
+            ));
+        }
         if !dir.is_dir() {
             DirBuilder::new()
                 .recursive(true)
@@ -51,34 +59,17 @@ impl FileBackend {
                 .create(&dir)
                 .map_err(|e| Error::io("create data directory", &dir, e))?;
         }
-        Ok(FileBackend { dir })
+        let handle = File::open(&dir).map_err(|e| Error::io("open data directory", &dir, e))?;
+        Ok(FileBackend { dir, handle })
     }
-
-    fn sync_dir(&self) -> io::Result<()> {
-        File::open(&self.dir)?.sync_all()
-    }
-
-    fn new_file(path: &Path) -> io::Result<File> {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-    }
-}
-
-struct LockGuard {
-    _file: File,
 }
 
 impl Backend for FileBackend {
-    fn dir(&self) -> &Path {
+    fn dir(&self) -> &std::path::Path {
         &self.dir
     }
 
-    fn lock(&self) -> Result<Box<dyn Any + Send + Sync>> {
+    fn lock(&self) -> Result<DirLock> {
         let path = self.dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -105,7 +96,7 @@ impl Backend for FileBackend {
         file.set_len(0)
             .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
             .map_err(|e| Error::io("write pid to", &path, e))?;
-        Ok(Box::new(LockGuard { _file: file }))
+        Ok(DirLock::new(sys::LockFd::new(file)))
     }
 
     fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
@@ -124,55 +115,31 @@ impl Backend for FileBackend {
         }
     }
 
-    fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        let temp = self.dir.join(format!("{name}{TEMP_SUFFIX}"));
-        let mut file = Self::new_file(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp, self.dir.join(name))?;
-        self.sync_dir()
+    fn create(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.dir.join(name))?;
+        Ok(Box::new(DiskFile { file }))
     }
 
-    fn create_log(&self, name: &str, content: &[u8]) -> io::Result<Box<dyn LogFile>> {
-        let temp = self.dir.join(format!("{name}{TEMP_SUFFIX}"));
-        let file = Self::new_file(&temp)?;
-        let capacity = (content.len() as u64 * 2).max(INITIAL_LOG_CAPACITY);
-        preallocate(&file, capacity)?;
-        (&file).write_all(content)?;
-        file.sync_all()?;
-        let path = self.dir.join(name);
-        fs::rename(&temp, &path)?;
-        self.sync_dir()?;
-        Ok(Box::new(MappedLog::map(file, content.len() as u64)?))
-    }
-
-    fn open_log(&self, name: &str, logical_len: u64) -> io::Result<Box<dyn LogFile>> {
+    fn open(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(self.dir.join(name))?;
-        Ok(Box::new(MappedLog::map(file, logical_len)?))
+        Ok(Box::new(DiskFile { file }))
     }
 
-    fn cut_log(&self, name: &str, offset: u64) -> io::Result<()> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.dir.join(name))?;
-        let size = file.metadata()?.len();
-        if size > offset {
-            // Zero rather than shrink: the zeros are the end marker and keep the
-            // preallocation.
-            let zeros = vec![0u8; (size - offset).min(1 << 20) as usize];
-            let mut at = offset;
-            while at < size {
-                let n = (size - at).min(zeros.len() as u64) as usize;
-                std::os::unix::fs::FileExt::write_all_at(&file, zeros.get(..n).unwrap_or(&[]), at)?;
-                at += n as u64;
-            }
-        }
-        file.sync_all()
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        fs::rename(self.dir.join(from), self.dir.join(to))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        self.handle.sync_all()
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -184,15 +151,7 @@ impl Backend for FileBackend {
     }
 
     fn free_space(&self) -> io::Result<u64> {
-        let path = CString::new(self.dir.as_os_str().as_bytes())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `path` is a valid NUL-terminated string and `stat` a valid out pointer.
-        let rc = unsafe { libc::statvfs(path.as_ptr(), &raw mut stat) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+        sys::free_space(&self.dir)
     }
 
     fn dir_mode(&self) -> io::Result<u32> {
@@ -200,15 +159,30 @@ impl Backend for FileBackend {
     }
 }
 
-/// Reserves real blocks for `len` bytes of `file`, so stores into the map cannot fault.
-fn preallocate(file: &File, len: u64) -> io::Result<()> {
-    let len = i64::try_from(len).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: a plain syscall on an open file descriptor.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
+/// A file of the data directory, open for writing.
+struct DiskFile {
+    file: File,
+}
+
+impl StorageFile for DiskFile {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(bytes, offset)
+    }
+
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        sys::preallocate(&self.file, len)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+
+    fn into_log(self: Box<Self>, logical_len: u64) -> io::Result<Box<dyn LogFile>> {
+        Ok(Box::new(MappedLog::map(self.file, logical_len)?))
     }
 }
 
@@ -232,12 +206,11 @@ impl LogSync for FileSync {
 impl MappedLog {
     fn map(file: File, len: u64) -> io::Result<Self> {
         let size = file.metadata()?.len();
-        if size < len.max(INITIAL_LOG_CAPACITY) {
-            preallocate(&file, len.max(INITIAL_LOG_CAPACITY))?;
+        let wanted = len.max(MIN_LOG_GROWTH);
+        if size < wanted {
+            sys::preallocate(&file, wanted)?;
         }
-        // SAFETY: the data directory is locked by this process, so no one else resizes
-        // or writes the file while it is mapped; we only grow it, and remap after.
-        let map = unsafe { MmapMut::map_mut(&file)? };
+        let map = sys::map_shared(&file)?;
         Ok(MappedLog {
             file: Arc::new(file),
             map,
@@ -247,14 +220,20 @@ impl MappedLog {
 
     fn grow(&mut self, needed: u64) -> io::Result<()> {
         let capacity = self.map.len() as u64;
-        let mut new_capacity = capacity;
-        while new_capacity < needed {
-            new_capacity += capacity.clamp(INITIAL_LOG_CAPACITY, MAX_GROWTH);
+        let step = growth_step(capacity);
+        let wanted = capacity + step.max(needed.saturating_sub(capacity));
+        if let Err(e) = sys::preallocate(&self.file, wanted) {
+            // Out of space for a full step: take only what this append needs, rounded
+            // up to the smallest step, so a little freed space is enough to go on.
+            let minimal = needed.div_ceil(MIN_LOG_GROWTH) * MIN_LOG_GROWTH;
+            if minimal >= wanted {
+                return Err(e);
+            }
+            sys::preallocate(&self.file, minimal)?;
         }
-        preallocate(&self.file, new_capacity)?;
-        // SAFETY: as in `map`; the old map is dropped when replaced, after the new one
-        // exists, and no reference into it outlives this call.
-        self.map = unsafe { MmapMut::map_mut(&*self.file)? };
+        // The old map is dropped when replaced, after the new one exists, and no
+        // reference into it outlives this call.
+        self.map = sys::map_shared(&self.file)?;
         Ok(())
     }
 }
@@ -287,5 +266,9 @@ impl LogFile for MappedLog {
 
     fn syncer(&self) -> Arc<dyn LogSync> {
         Arc::new(FileSync(Arc::clone(&self.file)))
+    }
+
+    fn next_growth(&self) -> u64 {
+        growth_step(self.map.len() as u64)
     }
 }

@@ -14,8 +14,11 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 pub const LOG_MAGIC: [u8; 8] = *b"FLINTLOG";
 /// Magic bytes at the start of the snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"FLINTSNP";
-/// The format version this build reads and writes (log and snapshot alike).
+/// The snapshot format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
+/// The log format version this build writes. Version 2 added the `synced` record (the
+/// durability watermark); version 1 logs are read, and rewritten as version 2 on open.
+pub const LOG_VERSION: u32 = 2;
 
 /// Length of the log header: magic, version, flags, generation, reserved, crc32c.
 pub const LOG_HEADER_LEN: u64 = 32;
@@ -43,6 +46,8 @@ pub mod kind {
     pub const RESET: u8 = 5;
     /// A limit was removed.
     pub const REMOVE: u8 = 6;
+    /// The log was synced through an offset (the durability watermark).
+    pub const SYNCED: u8 = 7;
 }
 
 /// Encodes the log header for `generation`.
@@ -50,7 +55,7 @@ pub fn encode_log_header(generation: u64) -> [u8; LOG_HEADER_LEN as usize] {
     let mut header = [0u8; LOG_HEADER_LEN as usize];
     let mut body = Vec::with_capacity(LOG_HEADER_LEN as usize);
     body.extend_from_slice(&LOG_MAGIC);
-    body.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    body.extend_from_slice(&LOG_VERSION.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
     body.extend_from_slice(&generation.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
@@ -69,8 +74,8 @@ pub enum HeaderError {
     Version(u32),
 }
 
-/// Decodes a log header, returning its generation.
-pub fn decode_log_header(bytes: &[u8]) -> Result<u64, HeaderError> {
+/// Decodes a log header, returning its generation and format version.
+pub fn decode_log_header(bytes: &[u8]) -> Result<(u64, u32), HeaderError> {
     let header = bytes
         .get(..LOG_HEADER_LEN as usize)
         .ok_or(HeaderError::Invalid("the file is shorter than its header"))?;
@@ -84,10 +89,10 @@ pub fn decode_log_header(bytes: &[u8]) -> Result<u64, HeaderError> {
         return Err(HeaderError::Invalid("the header checksum does not match"));
     }
     let version = u32_at(body, 8);
-    if version != FORMAT_VERSION {
+    if version != 1 && version != LOG_VERSION {
         return Err(HeaderError::Version(version));
     }
-    Ok(u64_at(body, 16))
+    Ok((u64_at(body, 16), version))
 }
 
 /// Reads a little-endian u32 at `at`, or 0 past the end (callers check lengths first).
@@ -113,7 +118,7 @@ mod tests {
     #[test]
     fn header_round_trips_and_rejects_damage() {
         let header = encode_log_header(7);
-        assert_eq!(decode_log_header(&header), Ok(7));
+        assert_eq!(decode_log_header(&header), Ok((7, LOG_VERSION)));
         let mut damaged = header;
         damaged[17] ^= 1;
         assert!(matches!(

@@ -10,7 +10,10 @@
 pub mod backend;
 pub mod file;
 pub mod format;
+pub mod memory;
 pub mod record;
 pub mod recovery;
 pub mod repair;
+pub mod replace;
 pub mod snapshot;
+pub(crate) mod sys;

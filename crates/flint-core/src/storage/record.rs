@@ -57,6 +57,14 @@ pub enum Event {
         /// When.
         at: UnixNanos,
     },
+    /// The log was synced (`fdatasync`) through byte offset `through` of this log: the
+    /// durability watermark recovery uses to tell a power loss's damage from bit rot.
+    Synced {
+        /// When.
+        at: UnixNanos,
+        /// Every byte of this log before this offset was on disk.
+        through: u64,
+    },
 }
 
 impl Event {
@@ -67,7 +75,8 @@ impl Event {
             | Event::Check { at, .. }
             | Event::CheckAll { at, .. }
             | Event::Reset { at, .. }
-            | Event::Remove { at, .. } => *at,
+            | Event::Remove { at, .. }
+            | Event::Synced { at, .. } => *at,
         }
     }
 
@@ -110,6 +119,11 @@ impl Event {
                     out.extend_from_slice(&id.to_le_bytes());
                     out.extend_from_slice(&cost.to_le_bytes());
                 }
+            }
+            Event::Synced { at, through } => {
+                out.push(kind::SYNCED);
+                out.extend_from_slice(&at.to_le_bytes());
+                out.extend_from_slice(&through.to_le_bytes());
             }
             Event::Reset { id, at } | Event::Remove { id, at } => {
                 out.push(if matches!(self, Event::Reset { .. }) {
@@ -198,6 +212,10 @@ impl Event {
                 id: r.u32()?,
                 at: r.u64()?,
             },
+            kind::SYNCED => Event::Synced {
+                at: r.u64()?,
+                through: r.u64()?,
+            },
             other => return Err(format!("unknown record kind {other}")),
         };
         if r.remaining() != 0 {
@@ -267,6 +285,27 @@ pub fn find_valid_frame_after(log: &[u8], from: usize) -> Option<usize> {
         Frame::Valid { payload, .. } => Event::decode(payload).is_ok(),
         _ => false,
     })
+}
+
+/// The valid records at the start of `frames` (back to back, from offset 0) without
+/// their `synced` records, and where the valid records end: a watermark names an
+/// offset of the log it was written in, so records copied into another log
+/// (compaction, repair) leave theirs behind.
+pub fn strip_synced(frames: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(frames.len());
+    let mut at = 0;
+    while let Frame::Valid { payload, next } = read_frame(frames, at) {
+        if payload.first() != Some(&kind::SYNCED) {
+            out.extend_from_slice(frames.get(at..next).unwrap_or(&[]));
+        }
+        at = next;
+    }
+    (out, at)
+}
+
+/// [`strip_synced`] of a run of valid records.
+pub fn without_synced(frames: &[u8]) -> Vec<u8> {
+    strip_synced(frames).0
 }
 
 struct Reader<'a> {

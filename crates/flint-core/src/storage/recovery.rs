@@ -1,32 +1,57 @@
-//! Opening a data directory: snapshot + log tail, torn-tail repair, corruption checks.
+//! Opening a data directory: snapshot + log tail, cutting what a crash left past the
+//! log's end, refusing damage.
 //!
-//! Nothing on disk is changed until the whole log has been read and judged: a damaged
-//! record followed by valid ones is an error that leaves every file as it was.
+//! The rule that tells a power loss's leftovers from damage is the **durability
+//! watermark**: the highest offset of the log known to have been synced. It is the
+//! largest of the header's end and every `synced` record in the log (the engine writes
+//! one after each sync that moved the durable end; each is checksummed, so a torn write
+//! cannot fake one). Below the watermark the disk held
+//! every byte before the power went: a bad record there is damage (bit rot, an edit)
+//! and opening refuses with `Corrupt`. At or past it, pages may have reached the disk
+//! in any order, so the log ends at the first bad record and whatever follows is cut,
+//! valid records after a gap of zeros included. Version 1 logs have no watermark: they
+//! keep the old rule (a bad record followed by a valid one is damage).
+//!
+//! A snapshot that covers more of the log than the log holds (same generation) holds
+//! the whole state by itself: the log is restarted at the next generation, and the
+//! difference is reported like a torn tail.
+//!
+//! Nothing on disk is changed until the whole log has been judged.
 
 use crate::error::{Error, Result};
 use crate::state::Registry;
 use crate::storage::backend::{Backend, LogFile};
 use crate::storage::format::{
     decode_log_header, encode_log_header, HeaderError, FORMAT_VERSION, LOG_FILE, LOG_HEADER_LEN,
-    SNAPSHOT_FILE, TEMP_SUFFIX,
+    LOG_VERSION, SNAPSHOT_FILE,
 };
-use crate::storage::record::{find_valid_frame_after, read_frame, Event, Frame};
+use crate::storage::record::{find_valid_frame_after, read_frame, without_synced, Event, Frame};
+use crate::storage::replace::{self, temp_name, ReplaceError};
 use crate::storage::snapshot::{self, Covers, SnapshotError};
 
-/// A torn final record that recovery cut off.
+/// How much a new log reserves up front.
+pub const NEW_LOG_CAPACITY: u64 = 1 << 20;
+
+/// What recovery cut from the end of the log (reported by `doctor` as `torn_tail`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TornTail {
-    /// Offset of the torn record in the log.
+    /// Offset of the log's new end.
     pub offset: u64,
-    /// How many bytes were cut.
+    /// How many bytes were cut (or, when the snapshot covered more than the log held,
+    /// how many bytes of log the snapshot stood in for).
     pub bytes: u64,
+    /// Valid records found past the cut (a power loss that wrote pages out of order);
+    /// none of them had been synced.
+    pub records: u64,
+    /// Whether the snapshot covered more than the log held.
+    pub snapshot_ahead: bool,
 }
 
 /// The outcome of opening a data directory.
 pub struct Recovered {
     /// The rebuilt state.
     pub registry: Registry,
-    /// The open log, positioned at its logical end.
+    /// The open log, positioned at its logical end; every byte of it is synced.
     pub log: Box<dyn LogFile>,
     /// The log's generation.
     pub generation: u64,
@@ -34,38 +59,24 @@ pub struct Recovered {
     pub snapshot: Option<Covers>,
     /// Records replayed from the log.
     pub replayed: u64,
-    /// The torn tail cut on this open, if any.
+    /// What was cut on this open, if anything.
     pub torn: Option<TornTail>,
-}
-
-/// Where replay starts in a log of generation `log_generation`, given the snapshot.
-fn replay_start(backend: &dyn Backend, log_generation: u64, covers: Option<Covers>) -> Result<u64> {
-    let corrupt = |reason: String| Error::Corrupt {
-        file: backend.path(LOG_FILE),
-        offset: 0,
-        reason,
-    };
-    match covers {
-        None if log_generation == 0 => Ok(LOG_HEADER_LEN),
-        None => Err(corrupt(format!(
-            "the log is generation {log_generation}, which follows a compaction, but {SNAPSHOT_FILE} is missing"
-        ))),
-        Some(c) if c.generation == log_generation => Ok(c.offset),
-        // The crash came after the new log replaced the old one: it holds only records
-        // after the snapshot's position.
-        Some(c) if c.generation + 1 == log_generation => Ok(LOG_HEADER_LEN),
-        Some(c) => Err(corrupt(format!(
-            "the log is generation {log_generation} but {SNAPSHOT_FILE} covers generation {}",
-            c.generation
-        ))),
-    }
+    /// The offset the last `synced` record of the log names (`LOG_HEADER_LEN` if
+    /// none): the engine writes a new one once the durable end passes it.
+    pub marked_through: u64,
 }
 
 /// Opens the data directory behind `backend`: loads the snapshot, replays the log tail,
-/// cuts a torn final record, and returns the state and the log ready for appending.
+/// cuts what lies past the log's end, and returns the state and the log, synced and
+/// ready for appending.
 pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recovered> {
     let snapshot_path = backend.path(SNAPSHOT_FILE);
     let log_path = backend.path(LOG_FILE);
+    let corrupt = |offset: u64, reason: String| Error::Corrupt {
+        file: backend.path(LOG_FILE),
+        offset,
+        reason,
+    };
     let (mut registry, covers) = match backend
         .read(SNAPSHOT_FILE)
         .map_err(|e| Error::io("read", &snapshot_path, e))?
@@ -95,17 +106,14 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
         .map_err(|e| Error::io("read", &log_path, e))?
     else {
         if covers.is_some() {
-            return Err(Error::Corrupt {
-                file: log_path,
-                offset: 0,
-                reason: format!("the log is missing while {SNAPSHOT_FILE} exists"),
-            });
+            return Err(corrupt(
+                0,
+                format!("the log is missing while {SNAPSHOT_FILE} exists"),
+            ));
         }
         // A new data directory.
         remove_temp_files(backend)?;
-        let log = backend
-            .create_log(LOG_FILE, &encode_log_header(0))
-            .map_err(|e| Error::io("create", &log_path, e))?;
+        let log = new_log(backend, 0, &[])?;
         return Ok(Recovered {
             registry,
             log,
@@ -113,106 +121,161 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
             snapshot: None,
             replayed: 0,
             torn: None,
+            marked_through: LOG_HEADER_LEN,
         });
     };
 
-    let generation = match decode_log_header(&bytes) {
-        Ok(generation) => generation,
+    let (generation, version) = match decode_log_header(&bytes) {
+        Ok(header) => header,
         Err(HeaderError::Version(found)) => {
             return Err(Error::UnsupportedVersion {
                 file: log_path,
                 found,
-                supported: FORMAT_VERSION,
+                supported: LOG_VERSION,
             })
         }
-        Err(HeaderError::Invalid(reason)) => {
-            return Err(Error::Corrupt {
-                file: log_path,
-                offset: 0,
-                reason: reason.to_owned(),
-            })
+        Err(HeaderError::Invalid(reason)) => return Err(corrupt(0, reason.to_owned())),
+    };
+    let start = match covers {
+        None if generation == 0 => LOG_HEADER_LEN,
+        None => {
+            return Err(corrupt(0, format!(
+                "the log is generation {generation}, which follows a compaction, but {SNAPSHOT_FILE} is missing"
+            )))
+        }
+        Some(c) if c.generation == generation => c.offset,
+        // The crash came after the new log replaced the old one: it holds only records
+        // after the snapshot's position.
+        Some(c) if c.generation + 1 == generation => LOG_HEADER_LEN,
+        Some(c) => {
+            return Err(corrupt(0, format!(
+                "the log is generation {generation} but {SNAPSHOT_FILE} covers generation {}",
+                c.generation
+            )))
         }
     };
-    let start = replay_start(backend, generation, covers)?;
+    let watermark = if version == 1 {
+        None
+    } else {
+        Some(watermark(&bytes, &log_path)?)
+    };
 
+    // Walk the records: replay those past the snapshot's position, find the end.
     let mut at = LOG_HEADER_LEN as usize;
     let mut replayed = 0;
     let mut start_seen = false;
+    let mut marked_through = LOG_HEADER_LEN;
     let end = loop {
         if at as u64 == start {
             start_seen = true;
         }
-        match read_frame(&bytes, at) {
+        let bad = match read_frame(&bytes, at) {
             Frame::Valid { payload, next } => {
+                let event = Event::decode(payload).map_err(|reason| corrupt(at as u64, reason))?;
+                if let Event::Synced { through, .. } = event {
+                    marked_through = marked_through.max(through);
+                }
                 if start_seen {
-                    let event = Event::decode(payload).map_err(|reason| Error::Corrupt {
-                        file: log_path.clone(),
-                        offset: at as u64,
-                        reason,
-                    })?;
-                    registry.apply(&event).map_err(|reason| Error::Corrupt {
-                        file: log_path.clone(),
-                        offset: at as u64,
-                        reason,
-                    })?;
+                    registry
+                        .apply(&event)
+                        .map_err(|reason| corrupt(at as u64, reason))?;
                     replayed += 1;
                 }
                 at = next;
+                continue;
             }
-            Frame::End => break at,
-            Frame::Bad(reason) => {
+            Frame::End => None,
+            Frame::Bad(reason) => Some(reason),
+        };
+        // The log ends here. Below the watermark nothing may be missing.
+        match watermark {
+            Some(mark) if (at as u64) < mark => {
+                let what = bad.unwrap_or("the log has a gap of zeros");
+                return Err(corrupt(at as u64, format!(
+                    "{what}, inside the part of the log that was synced (through offset {mark}): the disk changed what was written"
+                )));
+            }
+            Some(_) => {}
+            None => {
                 if let Some(valid) = find_valid_frame_after(&bytes, at) {
-                    return Err(Error::Corrupt {
-                        file: log_path,
-                        offset: at as u64,
-                        reason: format!("{reason}, and a valid record follows at offset {valid}"),
-                    });
+                    let what = bad.unwrap_or("the log has a gap of zeros");
+                    return Err(corrupt(
+                        at as u64,
+                        format!("{what}, and a valid record follows at offset {valid}"),
+                    ));
                 }
-                break at;
             }
         }
-    };
-    if !start_seen {
-        return Err(Error::Corrupt {
-            file: log_path,
-            offset: start,
-            reason: format!(
-                "{SNAPSHOT_FILE} covers the log up to offset {start}, which is not a record boundary of the log"
-            ),
-        });
-    }
-    // Whatever follows the end is a torn record (its bytes are not all zero). A valid
-    // record after a zero length is damage in the middle, not a tail.
-    let rest = bytes.get(end..).unwrap_or(&[]);
-    let torn = match rest.iter().rposition(|b| *b != 0) {
-        None => None,
-        Some(last) => {
-            if let Some(valid) = find_valid_frame_after(&bytes, end) {
-                return Err(Error::Corrupt {
-                    file: log_path,
-                    offset: end as u64,
-                    reason: format!(
-                        "the log has a gap of zeros, and a valid record follows at offset {valid}"
-                    ),
-                });
-            }
-            Some(TornTail {
-                offset: end as u64,
-                bytes: last as u64 + 1,
-            })
-        }
+        break at;
     };
 
+    let rest = bytes.get(end..).unwrap_or(&[]);
+    let mut torn = rest.iter().rposition(|b| *b != 0).map(|last| TornTail {
+        offset: end as u64,
+        bytes: last as u64 + 1,
+        records: count_valid_after(&bytes, end),
+        snapshot_ahead: false,
+    });
+
+    if !start_seen && start > end as u64 {
+        // The snapshot covers records the log lost (a power loss before they reached
+        // the disk, after the snapshot did): the snapshot alone holds the state. Start
+        // the next generation's log, empty, as compaction would have.
+        remove_temp_files(backend)?;
+        let log = new_log(backend, generation + 1, &[])?;
+        return Ok(Recovered {
+            registry,
+            log,
+            generation: generation + 1,
+            snapshot: covers,
+            replayed,
+            torn: Some(TornTail {
+                offset: end as u64,
+                bytes: start - end as u64,
+                records: torn.map_or(0, |t| t.records),
+                snapshot_ahead: true,
+            }),
+            marked_through: LOG_HEADER_LEN,
+        });
+    }
+    if !start_seen {
+        return Err(corrupt(start, format!(
+            "{SNAPSHOT_FILE} covers the log up to offset {start}, which is not a record boundary of the log"
+        )));
+    }
+
     // The log is judged; only now is anything on disk changed.
+    remove_temp_files(backend)?;
+    if version == 1 {
+        // Rewrite as version 2 (same generation, same offsets: the header is as long),
+        // so the log gets a watermark from here on.
+        let records = without_synced(bytes.get(LOG_HEADER_LEN as usize..end).unwrap_or(&[]));
+        let log = new_log(backend, generation, &records)?;
+        return Ok(Recovered {
+            registry,
+            log,
+            generation,
+            snapshot: covers,
+            replayed,
+            torn: torn.take(),
+            marked_through: LOG_HEADER_LEN,
+        });
+    }
     if let Some(torn) = torn {
-        backend
-            .cut_log(LOG_FILE, torn.offset)
+        replace::cut(backend, LOG_FILE, torn.offset)
             .map_err(|e| Error::io("cut the torn tail of", &log_path, e))?;
     }
-    remove_temp_files(backend)?;
-    let log = backend
-        .open_log(LOG_FILE, end as u64)
+    let file = backend
+        .open(LOG_FILE)
         .map_err(|e| Error::io("open", &log_path, e))?;
+    let log = file
+        .into_log(end as u64)
+        .map_err(|e| Error::io("open", &log_path, e))?;
+    // What was read may have been only in the page cache (after a kill): make it
+    // durable, so that the engine's first watermark is true.
+    log.syncer()
+        .sync()
+        .map_err(|e| Error::io("sync", &log_path, e))?;
     Ok(Recovered {
         registry,
         log,
@@ -220,13 +283,86 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
         snapshot: covers,
         replayed,
         torn,
+        marked_through,
     })
 }
 
-/// Removes files left by a compaction that crashed before its rename.
+/// The durability watermark of a version 2 log (see the module documentation): every
+/// valid `synced` record counts, also those past damage or a gap.
+fn watermark(bytes: &[u8], log_path: &std::path::Path) -> Result<u64> {
+    let mut mark = LOG_HEADER_LEN;
+    let mut at = LOG_HEADER_LEN as usize;
+    loop {
+        match read_frame(bytes, at) {
+            Frame::Valid { payload, next } => {
+                if let Ok(Event::Synced { through, .. }) = Event::decode(payload) {
+                    if through > at as u64 {
+                        return Err(Error::Corrupt {
+                            file: log_path.to_path_buf(),
+                            offset: at as u64,
+                            reason: format!(
+                                "a synced record at offset {at} claims the log was synced through offset {through}, past itself"
+                            ),
+                        });
+                    }
+                    mark = mark.max(through);
+                }
+                at = next;
+            }
+            Frame::End | Frame::Bad(_) => {
+                // Look past the damage or the gap only if something non-zero follows.
+                if bytes
+                    .get(at..)
+                    .is_none_or(|rest| rest.iter().all(|b| *b == 0))
+                {
+                    return Ok(mark);
+                }
+                match find_valid_frame_after(bytes, at) {
+                    Some(valid) => at = valid,
+                    None => return Ok(mark),
+                }
+            }
+        }
+    }
+}
+
+/// Valid records anywhere past `from` (what an out-of-order write-back left).
+fn count_valid_after(bytes: &[u8], from: usize) -> u64 {
+    let mut count = 0;
+    let mut at = from;
+    while let Some(valid) = find_valid_frame_after(bytes, at) {
+        let mut cursor = valid;
+        while let Frame::Valid { next, .. } = read_frame(bytes, cursor) {
+            count += 1;
+            cursor = next;
+        }
+        at = cursor;
+    }
+    count
+}
+
+/// Replaces the log with a new one of `generation` holding `records` (whose
+/// durability the replace makes certain).
+fn new_log(backend: &dyn Backend, generation: u64, records: &[u8]) -> Result<Box<dyn LogFile>> {
+    let mut content = encode_log_header(generation).to_vec();
+    content.extend_from_slice(records);
+    let log_path = backend.path(LOG_FILE);
+    match replace::replace_log(backend, LOG_FILE, &content, NEW_LOG_CAPACITY) {
+        Ok(new) => {
+            new.dir_synced
+                .map_err(|e| Error::io("sync the directory of", &log_path, e))?;
+            Ok(new.log)
+        }
+        Err(ReplaceError::NotReplaced(e) | ReplaceError::Unsynced(e)) => {
+            Err(Error::io("create", &log_path, e))
+        }
+    }
+}
+
+/// Removes files left by a replace that crashed before its rename.
 fn remove_temp_files(backend: &dyn Backend) -> Result<()> {
     for name in [SNAPSHOT_FILE, LOG_FILE] {
-        let temp = format!("{name}{TEMP_SUFFIX}");
+        let temp = temp_name(name);
         backend
             .remove(&temp)
             .map_err(|e| Error::io("remove", backend.path(&temp), e))?;

@@ -14,7 +14,9 @@ use crate::storage::backend::Backend;
 use crate::storage::format::{
     decode_log_header, encode_log_header, LOG_FILE, LOG_HEADER_LEN, SNAPSHOT_FILE,
 };
-use crate::storage::record::{find_valid_frame_after, read_frame, Event, Frame};
+use crate::storage::record::{find_valid_frame_after, read_frame, strip_synced, Event, Frame};
+use crate::storage::recovery::NEW_LOG_CAPACITY;
+use crate::storage::replace;
 use crate::storage::snapshot;
 
 /// What a repair would do.
@@ -78,7 +80,7 @@ pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
     else {
         return Ok(None);
     };
-    let generation = decode_log_header(&log).map_err(|_| {
+    let (generation, _) = decode_log_header(&log).map_err(|_| {
         corrupt(
             0,
             "the log header is damaged; repair cannot tell where records start".into(),
@@ -108,8 +110,12 @@ pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
     // only what follows the snapshot's position, as compaction does.
     let (mut content, base, rebased) = match covers {
         Some(c) if c.generation == generation && first_damage < c.offset as usize => {
+            // The tail's watermarks name offsets of the old log: leave them behind.
+            let tail = log.get(c.offset as usize..).unwrap_or(&[]);
+            let (records, valid_end) = strip_synced(tail);
             let mut content = encode_log_header(generation + 1).to_vec();
-            content.extend_from_slice(log.get(c.offset as usize..).unwrap_or(&[]));
+            content.extend_from_slice(&records);
+            content.extend_from_slice(tail.get(valid_end..).unwrap_or(&[]));
             (content, c.offset as usize - header, true)
         }
         _ => (log.clone(), 0, false),
@@ -177,13 +183,11 @@ fn end_of_records(log: &[u8], from: usize) -> usize {
 pub fn apply(backend: &dyn Backend, plan: RepairPlan, now: UnixNanos) -> Result<RepairReport> {
     let backup_name = format!("{LOG_FILE}.bak-{}", now / 1_000_000_000);
     let backup = backend.path(&backup_name);
-    backend
-        .write_atomic(&backup_name, &plan.old_log)
-        .map_err(|e| Error::io("back up the log to", &backup, e))?;
-    drop(
-        backend
-            .create_log(LOG_FILE, &plan.new_log)
-            .map_err(|e| Error::io("replace", backend.path(LOG_FILE), e))?,
-    );
+    replace::write_atomic(backend, &backup_name, &plan.old_log)
+        .map_err(|e| Error::io("back up the log to", &backup, e.into_io()))?;
+    let new = replace::replace_log(backend, LOG_FILE, &plan.new_log, NEW_LOG_CAPACITY)
+        .map_err(|e| Error::io("replace", backend.path(LOG_FILE), e.into_io()))?;
+    new.dir_synced
+        .map_err(|e| Error::io("sync the directory of", backend.path(LOG_FILE), e))?;
     Ok(RepairReport { plan, backup })
 }

@@ -3,15 +3,13 @@
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
-use std::any::Any;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flint_core::storage::backend::{Backend, LogFile, LogSync};
-use flint_core::storage::file::FileBackend;
+use flint_core::backend::{Backend, DirLock, FileBackend, LogFile, LogSync, StorageFile};
 use flint_core::{Algorithm, Limiter, ManualClock, Options, Quota, SyncMode};
 
 /// 2023-11-14T22:13:20Z, the manual clock's start in every test.
@@ -104,11 +102,61 @@ impl LogFile for FaultyLog {
     }
 }
 
-impl FaultyBackend {
-    fn wrap(&self, log: Box<dyn LogFile>) -> Box<dyn LogFile> {
-        Box::new(FaultyLog {
+/// A file of a [`FaultyBackend`]: writes fail as the switch for its name says.
+struct FaultyFile {
+    inner: Box<dyn StorageFile>,
+    faults: Arc<Faults>,
+    /// The switch that makes writes to this file fail, if any.
+    fail: Option<fn(&Faults) -> &AtomicBool>,
+}
+
+impl FaultyFile {
+    fn check(&self) -> io::Result<()> {
+        match self.fail {
+            Some(switch) if switch(&self.faults).load(Ordering::Relaxed) => Err(injected(
+                io::ErrorKind::StorageFull,
+                "no space left on device",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl StorageFile for FaultyFile {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.check()?;
+        self.inner.write_at(offset, bytes)
+    }
+    fn allocate(&mut self, len: u64) -> io::Result<()> {
+        self.check()?;
+        self.inner.allocate(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.inner.sync()
+    }
+    fn into_log(self: Box<Self>, logical_len: u64) -> io::Result<Box<dyn LogFile>> {
+        let log = self.inner.into_log(logical_len)?;
+        Ok(Box::new(FaultyLog {
             inner: log,
+            faults: self.faults,
+        }))
+    }
+}
+
+impl FaultyBackend {
+    fn wrap(&self, name: &str, file: Box<dyn StorageFile>) -> Box<dyn StorageFile> {
+        let fail: Option<fn(&Faults) -> &AtomicBool> = match name {
+            "flint.snapshot.tmp" => Some(|f| &f.fail_write_atomic),
+            "flint.aof.tmp" => Some(|f| &f.fail_create_log),
+            _ => None,
+        };
+        Box::new(FaultyFile {
+            inner: file,
             faults: Arc::clone(&self.faults),
+            fail,
         })
     }
 }
@@ -117,7 +165,7 @@ impl Backend for FaultyBackend {
     fn dir(&self) -> &Path {
         self.inner.dir()
     }
-    fn lock(&self) -> flint_core::Result<Box<dyn Any + Send + Sync>> {
+    fn lock(&self) -> flint_core::Result<DirLock> {
         self.inner.lock()
     }
     fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
@@ -126,33 +174,17 @@ impl Backend for FaultyBackend {
     fn size(&self, name: &str) -> io::Result<Option<u64>> {
         self.inner.size(name)
     }
-    fn write_atomic(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        if self.faults.fail_write_atomic.load(Ordering::Relaxed) {
-            return Err(injected(
-                io::ErrorKind::StorageFull,
-                "no space for the snapshot",
-            ));
-        }
-        self.inner.write_atomic(name, bytes)
+    fn create(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
+        self.inner.create(name).map(|f| self.wrap(name, f))
     }
-    fn create_log(&self, name: &str, content: &[u8]) -> io::Result<Box<dyn LogFile>> {
-        if self.faults.fail_create_log.load(Ordering::Relaxed) {
-            return Err(injected(
-                io::ErrorKind::StorageFull,
-                "no space for the new log",
-            ));
-        }
-        self.inner
-            .create_log(name, content)
-            .map(|log| self.wrap(log))
+    fn open(&self, name: &str) -> io::Result<Box<dyn StorageFile>> {
+        self.inner.open(name).map(|f| self.wrap(name, f))
     }
-    fn open_log(&self, name: &str, logical_len: u64) -> io::Result<Box<dyn LogFile>> {
-        self.inner
-            .open_log(name, logical_len)
-            .map(|log| self.wrap(log))
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.inner.rename(from, to)
     }
-    fn cut_log(&self, name: &str, offset: u64) -> io::Result<()> {
-        self.inner.cut_log(name, offset)
+    fn sync_dir(&self) -> io::Result<()> {
+        self.inner.sync_dir()
     }
     fn remove(&self, name: &str) -> io::Result<()> {
         self.inner.remove(name)
@@ -168,29 +200,21 @@ impl Backend for FaultyBackend {
 /// Options on a manual clock at [`START`].
 pub fn manual_options(sync: SyncMode) -> (Options, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(START));
-    let options = Options {
-        sync,
-        clock: clock.clone(),
-        ..Options::default()
-    };
+    let options = Options::default().sync(sync).clock(clock.clone());
     (options, clock)
 }
 
 /// Opens `dir` on a manual clock at [`START`] (or at `clock` when given).
 pub fn open_at(dir: &Path, sync: SyncMode, clock: &Arc<ManualClock>) -> Limiter {
-    let options = Options {
-        sync,
-        clock: clock.clone(),
-        ..Options::default()
-    };
+    let options = Options::default().sync(sync).clock(clock.clone());
     Limiter::open(dir, options).expect("open the limiter")
 }
 
 /// Opens `dir` through a [`FaultyBackend`].
 pub fn open_faulty(dir: &Path, sync: SyncMode) -> (Limiter, Arc<Faults>, Arc<ManualClock>) {
     let (backend, faults) = FaultyBackend::open(dir);
-    let (mut options, clock) = manual_options(sync);
-    options.backend = Some(backend);
+    let (options, clock) = manual_options(sync);
+    let options = options.backend(backend);
     (
         Limiter::open(dir, options).expect("open the limiter"),
         faults,
