@@ -649,10 +649,7 @@ impl Limiter {
             result
         };
         drop(lock(&self.lock).take());
-        match result {
-            Err(Error::Poisoned { .. }) => Ok(()),
-            other => other,
-        }
+        result
     }
 }
 

@@ -117,36 +117,46 @@ fn compaction_racing_with_checks_loses_and_repeats_nothing() {
             .unwrap();
     }
     let done = std::sync::atomic::AtomicBool::new(false);
-    let compactions = std::thread::scope(|scope| {
+    let compacted = std::sync::atomic::AtomicU64::new(0);
+    // Workers check until they have done 3,000 checks each and at least 3 compactions
+    // ran meanwhile (bounded: at most 200,000 checks each).
+    let checked = std::thread::scope(|scope| {
         let compactor = scope.spawn(|| {
-            let mut n = 0;
             while !done.load(Ordering::Relaxed) {
                 limiter.compact().unwrap();
-                n += 1;
+                compacted.fetch_add(1, Ordering::Relaxed);
             }
-            n
         });
         let workers: Vec<_> = (0..4)
             .map(|t| {
                 let limiter = Arc::clone(&limiter);
+                let compacted = &compacted;
                 scope.spawn(move || {
-                    for i in 0..3_000u64 {
+                    let mut cost = 0;
+                    for i in 0..200_000u64 {
+                        if i >= 3_000 && compacted.load(Ordering::Relaxed) >= 3 {
+                            return (i, cost);
+                        }
                         assert!(limiter.allow(&format!("k:{t}"), 1 + i % 3).unwrap());
+                        cost += 1 + i % 3;
                     }
+                    (200_000, cost)
                 })
             })
             .collect();
-        for w in workers {
-            w.join().unwrap();
-        }
+        let checked: Vec<(u64, u64)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
         done.store(true, Ordering::Relaxed);
-        compactor.join().unwrap()
+        compactor.join().unwrap();
+        checked
     });
-    assert!(compactions > 1, "compaction ran while checks did");
+    assert!(
+        compacted.load(Ordering::Relaxed) >= 3,
+        "compaction ran while checks did"
+    );
     let live = limiter.list(None).unwrap();
-    for status in &live {
-        assert_eq!(status.counters.allowed, 3_000);
-        assert_eq!(status.counters.allowed_cost, 6_000);
+    for (status, (checks, cost)) in live.iter().zip(&checked) {
+        assert_eq!(status.counters.allowed, *checks);
+        assert_eq!(status.counters.allowed_cost, *cost);
     }
     limiter.close().unwrap();
     let reopened = common::open_at(&dir, SyncMode::Batch, &clock);

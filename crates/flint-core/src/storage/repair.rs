@@ -145,7 +145,11 @@ pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
     while let Some(valid) = find_valid_frame_after(&content, at) {
         let mut cursor = valid;
         while let Frame::Valid { payload, next } = read_frame(&content, cursor) {
-            if let Ok(event) = Event::decode(payload) {
+            // Watermarks are bookkeeping, not decisions: they are not counted.
+            let decision = Event::decode(payload)
+                .ok()
+                .filter(|e| !matches!(e, Event::Synced { .. }));
+            if let Some(event) = decision {
                 dropped_records += 1;
                 let when = event.at();
                 first_dropped_at = Some(first_dropped_at.map_or(when, |f: u64| f.min(when)));

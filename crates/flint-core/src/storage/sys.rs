@@ -131,6 +131,10 @@ impl Drop for LockFd {
         if let Some(slot) = self.slot.and_then(|i| LOCK_FDS.get(i)) {
             slot.store(-1, Ordering::SeqCst);
         }
-        drop(self.file.take());
+        if let Some(file) = self.file.take() {
+            // Unlock explicitly: a child being spawned at this moment shares the open
+            // file (until its exec closes it), and would otherwise hold the lock on.
+            let _ = file.unlock();
+        }
     }
 }
