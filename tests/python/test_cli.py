@@ -50,3 +50,22 @@ def test_the_cli_sees_what_python_wrote_and_is_locked_out_while_open(
     assert listed.returncode == 0
     (status,) = json.loads(listed.stdout)["limits"]
     assert (status["key"], status["remaining"]) == ("py:k", 3)
+
+
+def run_bytes(script: Path, *args: str | bytes, cwd: Path | None = None) -> tuple[int, str, str]:
+    done = subprocess.run([str(script), *args], capture_output=True, cwd=cwd)
+    return done.returncode, done.stdout.decode(), done.stderr.decode(errors="replace")
+
+
+def one_error_line(code: int, stdout: str, stderr: str) -> str:
+    assert code == 2, (code, stdout, stderr)
+    assert stdout == ""
+    assert stderr.startswith("flint: ") and stderr.count("\n") == 1, stderr
+    return stderr
+
+
+def test_an_io_error_names_the_os_error_once(flint_script: Path, data_dir: Path) -> None:
+    (data_dir / "flint.aof").mkdir(parents=True)
+    line = one_error_line(*run_bytes(flint_script, "--data-dir", str(data_dir), "limit", "list"))
+    assert line.count("(os error ") == 1, line
+    assert "flint.aof" in line

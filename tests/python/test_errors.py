@@ -4,6 +4,9 @@ and a rejected call consumes nothing."""
 from __future__ import annotations
 
 import datetime
+import errno
+import os
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +160,12 @@ def test_a_damaged_log_is_refused_with_file_and_offset(data_dir) -> None:
     assert caught.value.offset == offset
     assert str(log) in str(caught.value)
     assert log.read_bytes() == bytes(damaged), "nothing rewritten"
+
+
+def test_an_io_error_names_the_os_error_once(data_dir: Path) -> None:
+    (data_dir / "flint.aof").mkdir(parents=True)
+    with pytest.raises(flint.StorageError) as caught:
+        flint.Limiter(data_dir)
+    message = str(caught.value)
+    assert message.count(os.strerror(errno.EISDIR)) == 1, message
+    assert caught.value.errno == errno.EISDIR

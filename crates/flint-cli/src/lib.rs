@@ -56,8 +56,26 @@ where
             let _ = stdout.flush();
             outcome.code
         }
-        Err(error) => fail(&format!("{error:#}")),
+        Err(error) => fail(&one_line(&error)),
     }
+}
+
+/// The error and its causes, `context: cause: cause`. A cause whose text the message
+/// already ends with is left out: the engine's I/O errors (like many errors of `std`)
+/// show their source in their own text and also return it from `source()`, and
+/// printing both would name the OS error twice.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.is_empty() {
+            text = cause;
+        } else if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Prints `message` as the one line on stderr and returns exit code 2.

@@ -493,3 +493,28 @@ fn version_and_completions() {
         );
     }
 }
+
+/// Asserts exit 2, nothing on stdout and one line on stderr starting `flint: `; returns it.
+fn one_error_line(output: &std::process::Output) -> String {
+    let message = stderr_of(output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(output.stdout.is_empty(), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.starts_with("flint: "), "{message}");
+    message
+}
+
+#[test]
+fn an_io_error_names_the_os_error_once() {
+    let (_tmp, dir) = data_dir();
+    std::fs::create_dir_all(dir.join("flint.aof")).unwrap();
+    for args in [&["limit", "list"][..], &["doctor"], &["log", "flush"]] {
+        let message = one_error_line(&flint(&dir).args(args).output().unwrap());
+        assert_eq!(
+            message.matches("(os error ").count(),
+            1,
+            "{args:?}: {message}"
+        );
+        assert!(message.contains("flint.aof"), "{message}");
+    }
+}
