@@ -64,6 +64,15 @@ def one_error_line(code: int, stdout: str, stderr: str) -> str:
     return stderr
 
 
+def test_an_empty_data_dir_is_refused_and_creates_nothing(
+    flint_script: Path, tmp_path: Path
+) -> None:
+    for args in (("limit", "add", "k", "--rate", "1", "--per", "1m"), ("limit", "list")):
+        line = one_error_line(*run_bytes(flint_script, "--data-dir", "", *args, cwd=tmp_path))
+        assert "--data-dir" in line, line  # clap refuses the empty value
+    assert list(tmp_path.iterdir()) == [], "nothing left in the current directory"
+
+
 def test_an_io_error_names_the_os_error_once(flint_script: Path, data_dir: Path) -> None:
     (data_dir / "flint.aof").mkdir(parents=True)
     line = one_error_line(*run_bytes(flint_script, "--data-dir", str(data_dir), "limit", "list"))

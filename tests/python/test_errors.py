@@ -162,6 +162,16 @@ def test_a_damaged_log_is_refused_with_file_and_offset(data_dir) -> None:
     assert log.read_bytes() == bytes(damaged), "nothing rewritten"
 
 
+def test_an_empty_data_dir_is_refused_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(flint.InvalidArgument) as caught:
+        flint.Limiter("")
+    assert "empty" in str(caught.value) and ".flint" in str(caught.value), str(caught.value)
+    assert list(tmp_path.iterdir()) == [], "nothing left in the current directory"
+
+
 def test_an_io_error_names_the_os_error_once(data_dir: Path) -> None:
     (data_dir / "flint.aof").mkdir(parents=True)
     with pytest.raises(flint.StorageError) as caught:

@@ -505,6 +505,44 @@ fn one_error_line(output: &std::process::Output) -> String {
 }
 
 #[test]
+fn an_empty_data_dir_is_refused_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "--data-dir",
+            "",
+            "limit",
+            "add",
+            "k",
+            "--rate",
+            "1",
+            "--per",
+            "1m",
+        ][..],
+        &["--data-dir", "", "limit", "list"],
+        &["--data-dir=", "doctor"],
+    ] {
+        let mut command = Command::cargo_bin("flint").unwrap();
+        let output = command.current_dir(tmp.path()).args(args).output().unwrap();
+        let message = one_error_line(&output);
+        assert!(message.contains("--data-dir"), "{message}");
+    }
+    let mut command = Command::cargo_bin("flint").unwrap();
+    let output = command
+        .current_dir(tmp.path())
+        .env("FLINT_DATA_DIR", "")
+        .args(["limit", "add", "k", "--rate", "1", "--per", "1m"])
+        .output()
+        .unwrap();
+    one_error_line(&output);
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "nothing created in the current directory: {left:?}"
+    );
+}
+
+#[test]
 fn an_io_error_names_the_os_error_once() {
     let (_tmp, dir) = data_dir();
     std::fs::create_dir_all(dir.join("flint.aof")).unwrap();
