@@ -64,6 +64,14 @@ def one_error_line(code: int, stdout: str, stderr: str) -> str:
     return stderr
 
 
+def test_a_non_utf8_argument_exits_2_naming_it(flint_script: Path, data_dir: Path) -> None:
+    line = one_error_line(
+        *run_bytes(flint_script, "--data-dir", str(data_dir), "limit", "check", b"\xff")
+    )
+    assert "<KEY>" in line and r"\xFF" in line and "UTF-8" in line, line
+    assert "Traceback" not in line
+
+
 def test_an_empty_data_dir_is_refused_and_creates_nothing(
     flint_script: Path, tmp_path: Path
 ) -> None:

@@ -504,6 +504,63 @@ fn one_error_line(output: &std::process::Output) -> String {
     message
 }
 
+#[cfg(unix)]
+#[test]
+fn a_non_utf8_argument_exits_2_naming_it() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let (_tmp, dir) = data_dir();
+    let bad = OsStr::from_bytes(b"\xff");
+    flint(&dir)
+        .args(["limit", "add", "k", "--rate", "1", "--per", "1m"])
+        .assert()
+        .success();
+    let message = one_error_line(
+        &flint(&dir)
+            .args(["limit", "check"])
+            .arg(bad)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        message.contains("<KEY>") && message.contains(r#""\xFF""#),
+        "{message}"
+    );
+    assert!(message.contains("UTF-8"), "{message}");
+    // Every string argument is named, options too.
+    let message = one_error_line(
+        &flint(&dir)
+            .args(["limit", "add", "k", "--rate", "1", "--per"])
+            .arg(bad)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        message.contains("--per") && message.contains(r"\xFF"),
+        "{message}"
+    );
+    // Arguments that are not text (numbers) are named by the argument before them.
+    let message = one_error_line(
+        &flint(&dir)
+            .args(["limit", "check", "k", "--cost"])
+            .arg(bad)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        message.contains("after --cost") && message.contains(r#""\xFF""#),
+        "{message}"
+    );
+    // A command name that is not UTF-8 is an unknown command, as clap says.
+    one_error_line(&flint(&dir).arg("limit").arg(bad).output().unwrap());
+    assert_eq!(
+        json(&dir, &["limit", "status", "k"]).1["allowed"],
+        0,
+        "nothing consumed"
+    );
+}
+
 #[test]
 fn an_empty_data_dir_is_refused_and_creates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
