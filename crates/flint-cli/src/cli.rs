@@ -1,4 +1,4 @@
-//! The command tree, as clap sees it. Parsing only: the commands live in `commands.rs`.
+//! The command tree, as clap sees it. Parsing only: the commands live in `commands/`.
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
