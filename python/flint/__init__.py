@@ -23,7 +23,7 @@ import functools
 import inspect
 import os
 import weakref
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any, Callable, Literal, TypeVar
 
 from flint import _native
@@ -78,6 +78,13 @@ def _close_all() -> None:
 atexit.register(_close_all)
 # A forked child must not close the parent's limiters at its exit.
 os.register_at_fork(after_in_child=_OPEN.clear)
+
+
+def _drain(items: T) -> T | list[Any]:
+    """An iterator's items as a list, read here rather than in the executor's thread;
+    anything else (a list, or a value that check_all will refuse, such as None or a
+    single key) unchanged."""
+    return list(items) if isinstance(items, Iterator) else items
 
 
 class Limiter(_native.Limiter):
@@ -181,11 +188,11 @@ class Limiter(_native.Limiter):
 
     async def aallow_all(self, items: Iterable[Any]) -> bool:
         """Async :meth:`allow_all`."""
-        return await self._in_executor(self.allow_all, list(items))
+        return await self._in_executor(self.allow_all, _drain(items))
 
     async def acheck_all(self, items: Iterable[Any]) -> dict[str, Any]:
         """Async :meth:`check_all`."""
-        return await self._in_executor(self.check_all, list(items))
+        return await self._in_executor(self.check_all, _drain(items))
 
     async def astatus(self, key: str) -> dict[str, Any] | None:
         """Async :meth:`status`."""

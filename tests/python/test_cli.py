@@ -50,3 +50,39 @@ def test_the_cli_sees_what_python_wrote_and_is_locked_out_while_open(
     assert listed.returncode == 0
     (status,) = json.loads(listed.stdout)["limits"]
     assert (status["key"], status["remaining"]) == ("py:k", 3)
+
+
+def run_bytes(script: Path, *args: str | bytes, cwd: Path | None = None) -> tuple[int, str, str]:
+    done = subprocess.run([str(script), *args], capture_output=True, cwd=cwd)
+    return done.returncode, done.stdout.decode(), done.stderr.decode(errors="replace")
+
+
+def one_error_line(code: int, stdout: str, stderr: str) -> str:
+    assert code == 2, (code, stdout, stderr)
+    assert stdout == ""
+    assert stderr.startswith("flint: ") and stderr.count("\n") == 1, stderr
+    return stderr
+
+
+def test_a_non_utf8_argument_exits_2_naming_it(flint_script: Path, data_dir: Path) -> None:
+    line = one_error_line(
+        *run_bytes(flint_script, "--data-dir", str(data_dir), "limit", "check", b"\xff")
+    )
+    assert "<KEY>" in line and r"\xFF" in line and "UTF-8" in line, line
+    assert "Traceback" not in line
+
+
+def test_an_empty_data_dir_is_refused_and_creates_nothing(
+    flint_script: Path, tmp_path: Path
+) -> None:
+    for args in (("limit", "add", "k", "--rate", "1", "--per", "1m"), ("limit", "list")):
+        line = one_error_line(*run_bytes(flint_script, "--data-dir", "", *args, cwd=tmp_path))
+        assert "--data-dir" in line, line  # clap refuses the empty value
+    assert list(tmp_path.iterdir()) == [], "nothing left in the current directory"
+
+
+def test_an_io_error_names_the_os_error_once(flint_script: Path, data_dir: Path) -> None:
+    (data_dir / "flint.aof").mkdir(parents=True)
+    line = one_error_line(*run_bytes(flint_script, "--data-dir", str(data_dir), "limit", "list"))
+    assert line.count("(os error ") == 1, line
+    assert "flint.aof" in line

@@ -1,8 +1,11 @@
-//! The command tree, as clap sees it. Parsing only: the commands live in `commands.rs`.
+//! The command tree, as clap sees it. Parsing only: the commands live in `commands/`.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use clap::{Arg, Args, Parser, Subcommand};
 use clap_complete::Shell;
 
 /// Configure, inspect and administer a Flint data directory.
@@ -54,20 +57,22 @@ pub enum LimitCommand {
     /// Configure a limit (the same settings again change nothing).
     Add {
         /// The key, such as "api:user-42".
+        #[arg(value_parser = Utf8)]
         key: String,
         /// Units allowed per period.
         #[arg(long)]
         rate: u64,
         /// The period: 250ms, 1s, 1m, 1h, 1d.
-        #[arg(long)]
+        #[arg(long, value_parser = Utf8)]
         per: String,
         /// token_bucket, sliding_window_log or fixed_window_counter.
-        #[arg(long, default_value = "token_bucket")]
+        #[arg(long, default_value = "token_bucket", value_parser = Utf8)]
         algorithm: String,
     },
     /// Check a key and consume COST units when allowed (exit 1 when denied).
     Check {
         /// The key.
+        #[arg(value_parser = Utf8)]
         key: String,
         /// Units to consume.
         #[arg(long, default_value_t = 1)]
@@ -76,36 +81,40 @@ pub enum LimitCommand {
     /// Check several keys, all or nothing (exit 1 when denied).
     CheckAll {
         /// The keys.
-        #[arg(required = true)]
+        #[arg(required = true, value_parser = Utf8)]
         keys: Vec<String>,
         /// The cost of one key, as KEY=N (repeatable; others cost 1).
-        #[arg(long = "cost", value_name = "KEY=N")]
+        #[arg(long = "cost", value_name = "KEY=N", value_parser = Utf8)]
         costs: Vec<String>,
     },
     /// Show a key's limit, capacity and counters.
     Status {
         /// The key.
+        #[arg(value_parser = Utf8)]
         key: String,
     },
     /// List limits, sorted by key.
     List {
         /// Only keys starting with this.
-        #[arg(long)]
+        #[arg(long, value_parser = Utf8)]
         prefix: Option<String>,
     },
     /// Put a key back to full capacity.
     Reset {
         /// The key.
+        #[arg(value_parser = Utf8)]
         key: String,
     },
     /// Delete a key's limit.
     Remove {
         /// The key.
+        #[arg(value_parser = Utf8)]
         key: String,
     },
     /// Show a key's most recent decisions, oldest first.
     History {
         /// The key.
+        #[arg(value_parser = Utf8)]
         key: String,
         /// How many.
         #[arg(long, default_value_t = 100)]
@@ -114,7 +123,7 @@ pub enum LimitCommand {
     /// Rank keys by denials, allowances, costs or checks.
     Top {
         /// denied, allowed, denied_cost, allowed_cost or checks.
-        #[arg(long, default_value = "denied")]
+        #[arg(long, default_value = "denied", value_parser = Utf8)]
         by: String,
         /// How many.
         #[arg(long, default_value_t = 20)]
@@ -148,10 +157,40 @@ pub enum ServerCommand {
     /// Serve the data directory over HTTP.
     Start {
         /// HOST:PORT to listen on.
-        #[arg(long, default_value = "127.0.0.1:8787")]
+        #[arg(long, default_value = "127.0.0.1:8787", value_parser = Utf8)]
         bind: String,
         /// Bearer token required by every request but /v1/health.
-        #[arg(long, env = "FLINT_SERVER_TOKEN")]
+        #[arg(long, env = "FLINT_SERVER_TOKEN", value_parser = Utf8)]
         token: Option<String>,
     },
+}
+
+/// The value parser of every text argument. clap's own check of UTF-8 says only that
+/// "one or more arguments" are not UTF-8; this one names the argument and its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Utf8;
+
+impl TypedValueParser for Utf8 {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<String, clap::Error> {
+        value.to_str().map(str::to_owned).ok_or_else(|| {
+            let name = arg.map_or_else(|| "an argument".to_owned(), ToString::to_string);
+            clap::Error::raw(ErrorKind::ValueValidation, not_utf8(&name, value)).with_cmd(command)
+        })
+    }
+}
+
+/// The message for an argument that is not UTF-8 (`name` says which).
+#[expect(
+    clippy::unnecessary_debug_formatting,
+    reason = "the escaped bytes (\"\\xFF\") are what the message must show"
+)]
+pub fn not_utf8(name: &str, value: &OsStr) -> String {
+    format!("{name} is {value:?}, which is not valid UTF-8: every argument but --data-dir is text; pass it as UTF-8")
 }

@@ -22,10 +22,14 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(error) => {
             return match error.kind() {
+                // Text arguments name themselves (`cli::Utf8`); this is the rest
+                // (numbers, command names), where clap does not say which one.
+                ErrorKind::InvalidUtf8 => fail(&not_utf8(&args)),
                 ErrorKind::DisplayHelp
                 | ErrorKind::DisplayVersion
                 | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
@@ -56,8 +60,44 @@ where
             let _ = stdout.flush();
             outcome.code
         }
-        Err(error) => fail(&format!("{error:#}")),
+        Err(error) => fail(&one_line(&error)),
     }
+}
+
+/// The error and its causes, `context: cause: cause`. A cause whose text the message
+/// already ends with is left out: the engine's I/O errors (like many errors of `std`)
+/// show their source in their own text and also return it from `source()`, and
+/// printing both would name the OS error twice.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.is_empty() {
+            text = cause;
+        } else if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+/// The message for the first argument that is not UTF-8, named by the one before it.
+fn not_utf8(args: &[OsString]) -> String {
+    let mut previous = None;
+    for arg in args.iter().skip(1) {
+        // --data-dir takes any path: its value is not the culprit.
+        let is_path = previous.is_some_and(|p: &OsString| p == "--data-dir");
+        if arg.to_str().is_none() && !is_path {
+            let name = match previous {
+                Some(p) => format!("the argument after {}", p.to_string_lossy()),
+                None => "the first argument".to_owned(),
+            };
+            return cli::not_utf8(&name, arg);
+        }
+        previous = Some(arg);
+    }
+    "invalid UTF-8 was detected in one or more arguments".to_owned()
 }
 
 /// Prints `message` as the one line on stderr and returns exit code 2.

@@ -493,3 +493,123 @@ fn version_and_completions() {
         );
     }
 }
+
+/// Asserts exit 2, nothing on stdout and one line on stderr starting `flint: `; returns it.
+fn one_error_line(output: &std::process::Output) -> String {
+    let message = stderr_of(output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(output.stdout.is_empty(), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.starts_with("flint: "), "{message}");
+    message
+}
+
+#[cfg(unix)]
+#[test]
+fn a_non_utf8_argument_exits_2_naming_it() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let (_tmp, dir) = data_dir();
+    let bad = OsStr::from_bytes(b"\xff");
+    flint(&dir)
+        .args(["limit", "add", "k", "--rate", "1", "--per", "1m"])
+        .assert()
+        .success();
+    let message = one_error_line(
+        &flint(&dir)
+            .args(["limit", "check"])
+            .arg(bad)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        message.contains("<KEY>") && message.contains(r#""\xFF""#),
+        "{message}"
+    );
+    assert!(message.contains("UTF-8"), "{message}");
+    // Every string argument is named, options too.
+    let message = one_error_line(
+        &flint(&dir)
+            .args(["limit", "add", "k", "--rate", "1", "--per"])
+            .arg(bad)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        message.contains("--per") && message.contains(r"\xFF"),
+        "{message}"
+    );
+    // Arguments that are not text (numbers) are named by the argument before them.
+    let message = one_error_line(
+        &flint(&dir)
+            .args(["limit", "check", "k", "--cost"])
+            .arg(bad)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        message.contains("after --cost") && message.contains(r#""\xFF""#),
+        "{message}"
+    );
+    // A command name that is not UTF-8 is an unknown command, as clap says.
+    one_error_line(&flint(&dir).arg("limit").arg(bad).output().unwrap());
+    assert_eq!(
+        json(&dir, &["limit", "status", "k"]).1["allowed"],
+        0,
+        "nothing consumed"
+    );
+}
+
+#[test]
+fn an_empty_data_dir_is_refused_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "--data-dir",
+            "",
+            "limit",
+            "add",
+            "k",
+            "--rate",
+            "1",
+            "--per",
+            "1m",
+        ][..],
+        &["--data-dir", "", "limit", "list"],
+        &["--data-dir=", "doctor"],
+    ] {
+        let mut command = Command::cargo_bin("flint").unwrap();
+        let output = command.current_dir(tmp.path()).args(args).output().unwrap();
+        let message = one_error_line(&output);
+        assert!(message.contains("--data-dir"), "{message}");
+    }
+    let mut command = Command::cargo_bin("flint").unwrap();
+    let output = command
+        .current_dir(tmp.path())
+        .env("FLINT_DATA_DIR", "")
+        .args(["limit", "add", "k", "--rate", "1", "--per", "1m"])
+        .output()
+        .unwrap();
+    one_error_line(&output);
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "nothing created in the current directory: {left:?}"
+    );
+}
+
+#[test]
+fn an_io_error_names_the_os_error_once() {
+    let (_tmp, dir) = data_dir();
+    std::fs::create_dir_all(dir.join("flint.aof")).unwrap();
+    for args in [&["limit", "list"][..], &["doctor"], &["log", "flush"]] {
+        let message = one_error_line(&flint(&dir).args(args).output().unwrap());
+        assert_eq!(
+            message.matches("(os error ").count(),
+            1,
+            "{args:?}: {message}"
+        );
+        assert!(message.contains("flint.aof"), "{message}");
+    }
+}

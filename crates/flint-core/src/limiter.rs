@@ -428,6 +428,13 @@ impl Limiter {
     /// Opens (creating if needed) the data directory `dir`: takes its lock, loads the
     /// snapshot and replays the log.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Limiter> {
+        if dir.as_ref().as_os_str().is_empty() {
+            // An empty path would put flint.aof and flint.lock in the current directory.
+            return Err(Error::invalid(
+                None,
+                "the data directory path is empty: pass a directory such as \".flint\" (\".\" for the current directory)",
+            ));
+        }
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let backend: Arc<dyn Backend> = match &options.backend {

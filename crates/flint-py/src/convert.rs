@@ -1,55 +1,240 @@
 //! Python values to engine arguments and engine results to Python values. Type checks
 //! that Python needs (a bool is not a rate, a float is not a cost) live here; every
 //! rule about values lives in the engine.
+//!
+//! Every argument of the public methods passes through here, so that no Python value
+//! escapes the exception tree: `None`, integers too large for the engine's types and
+//! strings that cannot be encoded as UTF-8 (lone surrogates) raise `InvalidArgument`
+//! naming the argument, its value and the fix, not `TypeError`, `OverflowError` or
+//! `UnicodeEncodeError`.
 
-use flint_core::{to_unix_seconds, Decision, DoctorReport, HistoryEvent, Period, Status};
+use std::path::PathBuf;
+
+use flint_core::duration::MAX_PERIOD_MS;
+use flint_core::{
+    from_unix_seconds, to_unix_seconds, Decision, DoctorReport, HistoryEvent, Period, Status,
+    UnixNanos,
+};
+use pyo3::exceptions::{PyTypeError, PyUnicodeEncodeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::{invalid, to_py};
 
+/// An argument as it was passed, so that `None` can be told from "not passed" (which
+/// takes the default); the methods convert it with the functions below.
+pub struct Given<'py>(Option<Bound<'py, PyAny>>);
+
+impl<'py> Given<'py> {
+    /// The argument was not passed.
+    pub const ABSENT: Given<'static> = Given(None);
+
+    /// The value passed, or `None` when the argument was left out.
+    pub fn value(&self) -> Option<&Bound<'py, PyAny>> {
+        self.0.as_ref()
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Given<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(Given(Some(obj.to_owned())))
+    }
+}
+
+/// `" for key \"k\""`, or nothing.
+fn for_key(key: Option<&str>) -> String {
+    key.map(|k| format!(" for key {k:?}")).unwrap_or_default()
+}
+
+/// The value's type with its article: "an int", "a str".
 fn type_name(value: &Bound<'_, PyAny>) -> String {
-    value
+    let name = value
         .get_type()
         .name()
-        .map_or_else(|_| "?".into(), |n| n.to_string())
+        .map_or_else(|_| "?".into(), |n| n.to_string());
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {name}")
 }
 
+/// The value's `repr()`, shortened so that a message stays one readable line.
 fn show(value: &Bound<'_, PyAny>) -> String {
-    value.repr().map_or_else(|_| "?".into(), |r| r.to_string())
+    const MAX: usize = 40;
+    let repr = value.repr().map_or_else(|_| "?".into(), |r| r.to_string());
+    let length = repr.chars().count();
+    if length <= MAX {
+        return repr;
+    }
+    let head: String = repr.chars().take(MAX).collect();
+    format!("{head}... ({length} characters)")
 }
 
-/// A whole number ≥ 1 such as a rate or a cost; `what` names it in messages.
+/// A whole number ≥ `min` (0 or 1) such as a rate, a cost or a count; `what` names it
+/// in messages, with `key` when it is given for one.
+pub fn whole(
+    value: &Bound<'_, PyAny>,
+    what: &str,
+    key: Option<&str>,
+    min: u64,
+    example: &str,
+) -> PyResult<u64> {
+    let py = value.py();
+    let fail = |problem: String| {
+        Err(invalid(
+            py,
+            key,
+            format!("{what} {}{} {problem}", show(value), for_key(key)),
+        ))
+    };
+    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
+        return fail(format!(
+            "is {}, not an integer: pass a whole number such as {example}",
+            type_name(value)
+        ));
+    }
+    match value.extract::<u64>() {
+        Ok(n) if n >= min => Ok(n),
+        Ok(_) => fail(format!(
+            "is not positive: pass a whole number ≥ {min} such as {example}"
+        )),
+        Err(_) if value.lt(0)? && min > 0 => fail(format!(
+            "is not positive: pass a whole number ≥ {min} such as {example}"
+        )),
+        Err(_) if value.lt(0)? => fail(format!(
+            "is negative: pass a whole number such as {example}"
+        )),
+        Err(_) => fail(format!(
+            "is absurdly large: pass a whole number such as {example}"
+        )),
+    }
+}
+
+/// A whole number ≥ 1 such as a rate or a cost, for `key`.
 pub fn positive_int(
     value: &Bound<'_, PyAny>,
     what: &str,
     key: &str,
     example: &str,
 ) -> PyResult<u64> {
+    whole(value, what, Some(key), 1, example)
+}
+
+/// A count such as `limit` of `history()` (0 allowed); `example` is its default.
+pub fn count(
+    value: &Bound<'_, PyAny>,
+    what: &str,
+    key: Option<&str>,
+    example: &str,
+) -> PyResult<usize> {
+    let n = whole(value, what, key, 0, example)?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// A `str` that can be encoded as UTF-8; `fix` ends the message when it is not one.
+pub fn text(
+    value: &Bound<'_, PyAny>,
+    what: &str,
+    key: Option<&str>,
+    fix: &str,
+) -> PyResult<String> {
     let py = value.py();
-    if value.is_instance_of::<PyBool>() || !value.is_instance_of::<PyInt>() {
+    let Ok(s) = value.cast::<PyString>() else {
         return Err(invalid(
             py,
-            Some(key),
+            key,
             format!(
-                "{what} {} for key {key:?} is a {}, not an integer: pass a whole number such as {example}",
+                "{what} {}{} is {}, not a str: {fix}",
                 show(value),
+                for_key(key),
                 type_name(value)
             ),
         ));
+    };
+    match s.to_cow() {
+        Ok(s) => Ok(s.into_owned()),
+        Err(e) if e.is_instance_of::<PyUnicodeEncodeError>(py) => Err(invalid(
+            py,
+            key,
+            format!(
+                "{what} {}{} cannot be encoded as UTF-8: it holds a lone surrogate (as text decoded with errors=\"surrogateescape\" can); {fix}",
+                show(value),
+                for_key(key)
+            ),
+        )),
+        Err(e) => Err(e),
     }
-    match value.extract::<i64>() {
-        Ok(n) if n >= 1 => Ok(n as u64),
-        Ok(n) => Err(invalid(
+}
+
+/// A name such as an algorithm or a sync mode (the engine parses it).
+pub fn name(
+    value: &Bound<'_, PyAny>,
+    what: &str,
+    key: Option<&str>,
+    example: &str,
+) -> PyResult<String> {
+    text(
+        value,
+        what,
+        key,
+        &format!("pass a name such as {example:?}"),
+    )
+}
+
+/// An optional `str` such as the `prefix` of `list()`; `None` means none.
+pub fn optional_text(
+    value: Option<&Bound<'_, PyAny>>,
+    what: &str,
+    fix: &str,
+) -> PyResult<Option<String>> {
+    match value {
+        Some(v) if !v.is_none() => text(v, what, None, fix).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The `data_dir` of a limiter: a `str` or an `os.PathLike`.
+pub fn path(value: &Bound<'_, PyAny>, what: &str) -> PyResult<PathBuf> {
+    if value.is_none() {
+        return Err(invalid(
+            value.py(),
+            None,
+            format!("{what} None is not a path: pass a directory such as \".flint\""),
+        ));
+    }
+    value.extract()
+}
+
+/// Unix seconds or a number of seconds for `ManualClock`, as engine nanoseconds.
+pub fn seconds(value: &Bound<'_, PyAny>, what: &str) -> PyResult<UnixNanos> {
+    // The engine's clock counts nanoseconds in a u64: up to 2554-07-21.
+    const MAX_SECONDS: f64 = u64::MAX as f64 / 1e9;
+    let py = value.py();
+    let fail = |problem: &str| {
+        Err(invalid(
             py,
-            Some(key),
-            format!("{what} {n} for key {key:?} is not positive: pass a whole number ≥ 1 such as {example}"),
-        )),
-        Err(_) => Err(invalid(
-            py,
-            Some(key),
-            format!("{what} {} for key {key:?} is absurdly large: pass a whole number such as {example}", show(value)),
-        )),
+            None,
+            format!("{what} {} {problem}", show(value)),
+        ))
+    };
+    if value.is_instance_of::<PyBool>()
+        || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>())
+    {
+        return fail(&format!(
+            "is {}, not a number: pass a number of seconds such as 1.5",
+            type_name(value)
+        ));
+    }
+    let range = "pass a finite, non-negative number of seconds, at most 18446744073 (in the year 2554, the end of the clock's range)";
+    match value.extract::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=MAX_SECONDS).contains(&s) => Ok(from_unix_seconds(s)),
+        Ok(s) if s.is_finite() && s > 0.0 => fail(&format!("is beyond the clock's range: {range}")),
+        Ok(_) => fail(&format!("is invalid: {range}")),
+        Err(_) => fail(&format!("is absurdly large: {range}")),
     }
 }
 
@@ -62,8 +247,11 @@ pub fn period(value: &Bound<'_, PyAny>, key: &str) -> PyResult<Period> {
         }
         other => to_py(py, other),
     };
-    if let Ok(text) = value.cast::<PyString>() {
-        return text.to_cow()?.parse::<Period>().map_err(in_context);
+    if value.is_instance_of::<PyString>() {
+        let fix = "write a duration such as \"1m\"";
+        return text(value, "per", Some(key), fix)?
+            .parse::<Period>()
+            .map_err(in_context);
     }
     if value.is_instance_of::<PyBool>() {
         return Err(invalid(
@@ -73,7 +261,22 @@ pub fn period(value: &Bound<'_, PyAny>, key: &str) -> PyResult<Period> {
         ));
     }
     if value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>() {
-        let seconds: f64 = value.extract()?;
+        // Only an int beyond a float's range fails here; the engine refuses it anyway.
+        let Ok(seconds) = value.extract::<f64>() else {
+            let problem = if value.lt(0)? {
+                "is not positive: pass a positive duration such as \"1m\"".to_owned()
+            } else {
+                format!(
+                    "is absurdly large: the longest period is {}",
+                    Period::from_millis(MAX_PERIOD_MS).map_err(in_context)?
+                )
+            };
+            return Err(invalid(
+                py,
+                Some(key),
+                format!("per {} for key {key:?} {problem}", show(value)),
+            ));
+        };
         return Period::from_secs_f64(seconds).map_err(in_context);
     }
     let timedelta = py.import("datetime")?.getattr("timedelta")?;
@@ -101,7 +304,7 @@ pub fn period(value: &Bound<'_, PyAny>, key: &str) -> PyResult<Period> {
         py,
         Some(key),
         format!(
-            "per {} for key {key:?} is a {}: pass a string such as \"1m\", a number of seconds, or a datetime.timedelta",
+            "per {} for key {key:?} is {}: pass a string such as \"1m\", a number of seconds, or a datetime.timedelta",
             show(value),
             type_name(value)
         ),
@@ -110,18 +313,12 @@ pub fn period(value: &Bound<'_, PyAny>, key: &str) -> PyResult<Period> {
 
 /// A key: a `str` (the engine checks length and emptiness).
 pub fn key(value: &Bound<'_, PyAny>) -> PyResult<String> {
-    match value.cast::<PyString>() {
-        Ok(s) => Ok(s.to_cow()?.into_owned()),
-        Err(_) => Err(invalid(
-            value.py(),
-            None,
-            format!(
-                "key {} is a {}, not a str: keys are strings such as \"api:user-42\"",
-                show(value),
-                type_name(value)
-            ),
-        )),
-    }
+    text(
+        value,
+        "key",
+        None,
+        "keys are strings such as \"api:user-42\"",
+    )
 }
 
 /// The `key` and optional `cost` of `check` and `allow` (cost 1 when omitted).
@@ -137,25 +334,41 @@ pub fn key_and_cost(
     Ok((key, cost))
 }
 
-/// The items of `check_all`: `"key"`, `{"key": k, "cost": c}` or `(k, c)`.
-pub fn items(value: &Bound<'_, PyAny>) -> PyResult<Vec<(String, u64)>> {
+/// The items of `check_all` and `allow_all` (`method`): `"key"`,
+/// `{"key": k, "cost": c}` or `(k, c)`.
+pub fn items(value: &Bound<'_, PyAny>, method: &str) -> PyResult<Vec<(String, u64)>> {
     let py = value.py();
     if value.is_instance_of::<PyString>() || value.is_instance_of::<PyDict>() {
         return Err(invalid(
             py,
             None,
-            "check_all() takes a list of items, not a single item: wrap it in a list, as in check_all([\"user:42\"])".into(),
+            format!("{method}() takes a list of items, not a single item: wrap it in a list, as in {method}([\"user:42\"])"),
         ));
     }
+    let iterator = value.try_iter().map_err(|e| {
+        if e.is_instance_of::<PyTypeError>(py) {
+            invalid(
+                py,
+                None,
+                format!(
+                    "{method}() takes a list of items, not {} ({}): pass a list such as {method}([\"user:42\", (\"org:acme\", 5)])",
+                    show(value),
+                    type_name(value)
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
     let mut out = Vec::new();
-    for (index, item) in value.try_iter()?.enumerate() {
+    for (index, item) in iterator.enumerate() {
         let item = item?;
         let bad = || {
             invalid(
                 py,
                 None,
                 format!(
-                    "check_all() item {index} is {}: use \"key\", {{\"key\": key, \"cost\": n}} or (key, n)",
+                    "{method}() item {index} is {}: use \"key\", {{\"key\": key, \"cost\": n}} or (key, n)",
                     show(&item)
                 ),
             )

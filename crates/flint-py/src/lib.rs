@@ -9,9 +9,11 @@ use pyo3::prelude::*;
 
 /// Runs the `flint` command with `argv` (program name first) and returns its exit code.
 /// The package's console script calls this, so `pip install` gives the same CLI as
-/// `cargo install`.
+/// `cargo install`. The arguments are taken as `OsString`s: `sys.argv` holds bytes that
+/// are not UTF-8 as lone surrogates, which become those bytes again here, so the CLI
+/// sees what the Rust binary would and reports them itself.
 #[pyfunction]
-fn run_cli(py: Python<'_>, argv: Vec<String>) -> i32 {
+fn run_cli(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> i32 {
     py.detach(|| flint_cli::run(argv))
 }
 

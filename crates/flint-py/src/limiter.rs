@@ -1,18 +1,16 @@
 //! `flint._native.Limiter`, `CheckResult` and `ManualClock`: conversions around
 //! `flint_core`, with the GIL released for every engine call.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 
 use flint_core::{
-    from_unix_seconds, to_unix_seconds, Algorithm, Clock, Decision, Limiter, ManualClock, Options,
-    Quota, SyncMode, TopBy,
+    to_unix_seconds, Algorithm, Clock, Decision, Limiter, ManualClock, Options, Quota, TopBy,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList};
 
-use crate::convert;
+use crate::convert::{self, Given};
 use crate::errors::{forked, invalid, to_py};
 
 /// Incremented in the child after every `fork()`; a limiter remembers the value it was
@@ -146,38 +144,27 @@ impl PyCheckResult {
 #[pyclass(name = "ManualClock", module = "flint._native", frozen)]
 pub struct PyManualClock(Arc<ManualClock>);
 
-fn nanos(py: Python<'_>, seconds: f64, what: &str) -> PyResult<u64> {
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(invalid(
-            py,
-            None,
-            format!("{what} {seconds} is invalid: pass a finite, non-negative number of seconds"),
-        ));
-    }
-    Ok(from_unix_seconds(seconds))
-}
-
 #[pymethods]
 impl PyManualClock {
     #[new]
     #[pyo3(signature = (start=None))]
-    fn new(py: Python<'_>, start: Option<f64>) -> PyResult<Self> {
+    fn new(start: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let start = match start {
-            Some(s) => nanos(py, s, "start")?,
+            Some(s) => convert::seconds(s, "start")?,
             None => flint_core::SystemClock.now(),
         };
         Ok(PyManualClock(Arc::new(ManualClock::new(start))))
     }
 
     /// Moves the clock forward by `seconds`.
-    fn advance(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
-        self.0.advance(nanos(py, seconds, "advance")?);
+    fn advance(&self, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.0.advance(convert::seconds(seconds, "advance")?);
         Ok(())
     }
 
     /// Sets the clock to `unix_seconds` (it may go backwards, as a real clock can).
-    fn set(&self, py: Python<'_>, unix_seconds: f64) -> PyResult<()> {
-        self.0.set(nanos(py, unix_seconds, "set")?);
+    fn set(&self, unix_seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.0.set(convert::seconds(unix_seconds, "set")?);
         Ok(())
     }
 
@@ -229,24 +216,50 @@ impl PyLimiter {
         reason = "PyO3 extracts arguments as owned values"
     )]
     #[pyo3(
-        signature = (data_dir=PathBuf::from(".flint"), *, sync="always", flush_every_ms=100, flush_every_events=100, clock=None),
+        signature = (data_dir=Given::ABSENT, *, sync=Given::ABSENT, flush_every_ms=Given::ABSENT, flush_every_events=Given::ABSENT, clock=None),
         text_signature = "(data_dir='.flint', *, sync='always', flush_every_ms=100, flush_every_events=100, clock=None)"
     )]
     fn new(
         py: Python<'_>,
-        data_dir: PathBuf,
-        sync: &str,
-        flush_every_ms: u64,
-        flush_every_events: u64,
+        data_dir: Given<'_>,
+        sync: Given<'_>,
+        flush_every_ms: Given<'_>,
+        flush_every_events: Given<'_>,
         clock: Option<&Bound<'_, PyManualClock>>,
     ) -> PyResult<Self> {
         watch_forks();
-        let sync: SyncMode = sync.parse().map_err(|e| to_py(py, e))?;
+        let defaults = Options::default();
+        let data_dir = match data_dir.value() {
+            Some(d) => convert::path(d, "data_dir")?,
+            None => ".flint".into(),
+        };
+        let sync = match sync.value() {
+            Some(s) => convert::text(s, "sync", None, "pass \"always\" or \"batch\"")?
+                .parse()
+                .map_err(|e| to_py(py, e))?,
+            None => defaults.sync,
+        };
+        let example = defaults.flush_every_ms.to_string();
+        let flush_every_ms = match flush_every_ms.value() {
+            Some(n) => convert::whole(
+                n,
+                "flush_every_ms",
+                None,
+                0,
+                &format!("{example} (milliseconds)"),
+            )?,
+            None => defaults.flush_every_ms,
+        };
+        let example = defaults.flush_every_events.to_string();
+        let flush_every_events = match flush_every_events.value() {
+            Some(n) => convert::whole(n, "flush_every_events", None, 0, &example)?,
+            None => defaults.flush_every_events,
+        };
         let mut options = Options {
             sync,
             flush_every_ms,
             flush_every_events,
-            ..Options::default()
+            ..defaults
         };
         if let Some(clock) = clock {
             options.clock = clock.get().0.clone();
@@ -275,18 +288,29 @@ impl PyLimiter {
 
     /// Configures the limit of `key`; the same settings again change nothing.
     /// Returns "created", "updated" or "unchanged".
-    #[pyo3(signature = (key, *, rate, per, algorithm="token_bucket"))]
+    #[pyo3(
+        signature = (key, *, rate, per, algorithm=Given::ABSENT),
+        text_signature = "($self, key, *, rate, per, algorithm='token_bucket')"
+    )]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "PyO3 extracts arguments as owned values"
+    )]
     fn limit(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
         rate: &Bound<'_, PyAny>,
         per: &Bound<'_, PyAny>,
-        algorithm: &str,
+        algorithm: Given<'_>,
     ) -> PyResult<&'static str> {
         let key = convert::key(key)?;
         let rate = convert::positive_int(rate, "rate", &key, "100")?;
         let period = convert::period(per, &key)?;
+        let algorithm = match algorithm.value() {
+            Some(a) => convert::name(a, "algorithm", Some(&key), "token_bucket")?,
+            None => Algorithm::TokenBucket.name().to_owned(),
+        };
         // The engine checks these without knowing the key; name it in the message.
         let for_key = |e: flint_core::Error| match e {
             flint_core::Error::InvalidArgument { key: None, message } => {
@@ -343,7 +367,7 @@ impl PyLimiter {
         py: Python<'py>,
         items: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let items = convert::items(items)?;
+        let items = convert::items(items, "check_all")?;
         let borrowed: Vec<(&str, u64)> = items.iter().map(|(k, c)| (k.as_str(), *c)).collect();
         let engine = self.engine(py)?;
         let result = py
@@ -362,7 +386,7 @@ impl PyLimiter {
 
     /// Like `check_all`, returning only whether it was allowed.
     fn allow_all(&self, py: Python<'_>, items: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let items = convert::items(items)?;
+        let items = convert::items(items, "allow_all")?;
         let borrowed: Vec<(&str, u64)> = items.iter().map(|(k, c)| (k.as_str(), *c)).collect();
         let engine = self.engine(py)?;
         py.detach(|| engine.allow_all(&borrowed))
@@ -399,11 +423,13 @@ impl PyLimiter {
 
     /// Status dicts of every limit (whose key starts with `prefix`), sorted by key.
     #[pyo3(signature = (prefix=None))]
-    #[expect(
-        clippy::needless_pass_by_value,
-        reason = "PyO3 extracts arguments as owned values"
-    )]
-    fn list<'py>(&self, py: Python<'py>, prefix: Option<String>) -> PyResult<Bound<'py, PyList>> {
+    fn list<'py>(
+        &self,
+        py: Python<'py>,
+        prefix: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let fix = "pass a str such as \"api:\", or None for every key";
+        let prefix = convert::optional_text(prefix, "prefix", fix)?;
         let engine = self.engine(py)?;
         let all = py
             .detach(|| engine.list(prefix.as_deref()))
@@ -412,14 +438,25 @@ impl PyLimiter {
     }
 
     /// The most recent decisions of `key`, oldest first.
-    #[pyo3(signature = (key, limit=100))]
+    #[pyo3(
+        signature = (key, limit=Given::ABSENT),
+        text_signature = "($self, key, limit=100)"
+    )]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "PyO3 extracts arguments as owned values"
+    )]
     fn history<'py>(
         &self,
         py: Python<'py>,
         key: &Bound<'py, PyAny>,
-        limit: usize,
+        limit: Given<'py>,
     ) -> PyResult<Bound<'py, PyList>> {
         let key = convert::key(key)?;
+        let limit = match limit.value() {
+            Some(n) => convert::count(n, "limit", Some(&key), "100")?,
+            None => 100,
+        };
         let engine = self.engine(py)?;
         let events = py
             .detach(|| engine.history(&key, limit))
@@ -428,9 +465,30 @@ impl PyLimiter {
     }
 
     /// The keys with the most `by`: `denied`, `allowed`, `denied_cost`, `allowed_cost` or `checks`.
-    #[pyo3(signature = (by="denied", limit=20))]
-    fn top<'py>(&self, py: Python<'py>, by: &str, limit: usize) -> PyResult<Bound<'py, PyList>> {
-        let by: TopBy = by.parse().map_err(|e| to_py(py, e))?;
+    #[pyo3(
+        signature = (by=Given::ABSENT, limit=Given::ABSENT),
+        text_signature = "($self, by='denied', limit=20)"
+    )]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "PyO3 extracts arguments as owned values"
+    )]
+    fn top<'py>(
+        &self,
+        py: Python<'py>,
+        by: Given<'py>,
+        limit: Given<'py>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let by: TopBy = match by.value() {
+            Some(b) => convert::name(b, "by", None, "denied")?
+                .parse()
+                .map_err(|e| to_py(py, e))?,
+            None => TopBy::Denied,
+        };
+        let limit = match limit.value() {
+            Some(n) => convert::count(n, "limit", None, "20")?,
+            None => 20,
+        };
         let engine = self.engine(py)?;
         let ranked = py
             .detach(|| engine.top(by, limit))
