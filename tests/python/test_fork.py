@@ -66,7 +66,6 @@ def child(data_dir: Path, commands: int, replies: int) -> NoReturn:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.xfail(strict=True, reason="needs the engine fork guard")
 def test_the_directory_passes_between_parent_and_forked_child(data_dir: Path) -> None:
     limiter = flint.Limiter(data_dir)
     limiter.limit("k", rate=10, per="1m")

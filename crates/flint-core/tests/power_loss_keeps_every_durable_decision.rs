@@ -315,7 +315,7 @@ fn seeds() -> Vec<u64> {
     let base = std::env::var("FLINT_POWER_LOSS_BASE")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(0x00F1_1A7);
+        .unwrap_or(0x000F_11A7);
     (0..count).map(|i| base + i).collect()
 }
 

@@ -88,10 +88,9 @@ pub fn to_py(py: Python<'_>, error: Error) -> PyErr {
         Error::UnsupportedVersion { .. } | Error::Poisoned { .. } => {
             raise(py, "StorageError", &message, &[])
         }
-        // `Closed`, and variants added to the engine later: the root class. The engine's
-        // coming `Error::Forked` lands here too, as FORKED, the class `forked()` raises;
-        // give it its own arm (`Error::Forked { .. } => raise(py, FORKED, ..)`) when the
-        // variant exists.
+        // A parent's limiter used in a forked child, `Closed`, and variants added to
+        // the engine later: the root class.
+        Error::Forked { .. } | Error::Closed => raise(py, "FlintError", &message, &[]),
         _ => raise(py, "FlintError", &message, &[]),
     }
 }
@@ -105,22 +104,5 @@ pub fn invalid(py: Python<'_>, key: Option<&str>, message: String) -> PyErr {
             key: key.map(str::to_owned),
             message,
         },
-    )
-}
-
-/// The class of the error raised when a limiter opened before `os.fork()` is used in
-/// the child, by `forked()` here and for the engine's own fork guard.
-const FORKED: &str = "FlintError";
-
-/// The error raised when a limiter opened before `os.fork()` is used in the child.
-pub fn forked(py: Python<'_>, opened_by: u32) -> PyErr {
-    raise(
-        py,
-        FORKED,
-        &format!(
-            "this Limiter was opened by process {opened_by} before os.fork(); using it in the child process {} would write the same log from two processes. Open a new flint.Limiter in the child (after the parent has closed it), or use shared mode",
-            std::process::id()
-        ),
-        &[],
     )
 }

@@ -20,7 +20,6 @@ fn run_cli(py: Python<'_>, argv: Vec<std::ffi::OsString>) -> i32 {
 /// The native module.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    limiter::watch_forks();
     m.add_class::<limiter::PyLimiter>()?;
     m.add_class::<limiter::PyCheckResult>()?;
     m.add_class::<limiter::PyManualClock>()?;

@@ -1,8 +1,7 @@
 //! `flint._native.Limiter`, `CheckResult` and `ManualClock`: conversions around
 //! `flint_core`, with the GIL released for every engine call.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
 use flint_core::{
     to_unix_seconds, Algorithm, Clock, Decision, Limiter, ManualClock, Options, Quota, TopBy,
@@ -11,28 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList};
 
 use crate::convert::{self, Given};
-use crate::errors::{forked, invalid, to_py};
-
-/// Incremented in the child after every `fork()`; a limiter remembers the value it was
-/// opened under, so a forked child can tell that the limiter is not its own.
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn after_fork_in_child() {
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Registers the fork handler once per process.
-pub fn watch_forks() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: registers a handler that only touches an atomic, which is
-        // async-signal-safe as the child side of fork requires.
-        #[expect(unsafe_code, reason = "pthread_atfork has no safe wrapper")]
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
-        }
-    });
-}
+use crate::errors::{invalid, to_py};
 
 /// The result of one check: immutable, true when allowed.
 #[pyclass(name = "CheckResult", module = "flint._native", frozen)]
@@ -178,33 +156,21 @@ impl PyManualClock {
     }
 }
 
-/// A persistent rate limiter over one data directory (embedded mode).
+/// A persistent rate limiter over one data directory (embedded mode). The engine
+/// guards against use in a forked child (`Error::Forked`) and leaks rather than
+/// closes a parent's limiter there.
 #[pyclass(name = "Limiter", module = "flint._native", subclass, frozen)]
 pub struct PyLimiter {
-    /// `None` only after a fork, when the child must neither use nor drop it.
-    inner: Option<Limiter>,
-    fork_generation: u64,
-    opened_by: u32,
-}
-
-impl Drop for PyLimiter {
-    fn drop(&mut self) {
-        if FORK_GENERATION.load(Ordering::Relaxed) != self.fork_generation {
-            // The child of a fork: the flusher thread does not exist here and the
-            // lock and log belong to the parent. Leak rather than close.
-            std::mem::forget(self.inner.take());
-        }
-    }
+    inner: Limiter,
 }
 
 impl PyLimiter {
-    fn engine(&self, py: Python<'_>) -> PyResult<&Limiter> {
-        if FORK_GENERATION.load(Ordering::Relaxed) != self.fork_generation {
-            return Err(forked(py, self.opened_by));
-        }
-        self.inner
-            .as_ref()
-            .ok_or_else(|| forked(py, self.opened_by))
+    #[expect(
+        clippy::unnecessary_wraps,
+        reason = "every method reaches the engine through one fallible accessor"
+    )]
+    fn engine(&self, _py: Python<'_>) -> PyResult<&Limiter> {
+        Ok(&self.inner)
     }
 }
 
@@ -227,7 +193,6 @@ impl PyLimiter {
         flush_every_events: Given<'_>,
         clock: Option<&Bound<'_, PyManualClock>>,
     ) -> PyResult<Self> {
-        watch_forks();
         let defaults = Options::default();
         let data_dir = match data_dir.value() {
             Some(d) => convert::path(d, "data_dir")?,
@@ -255,23 +220,17 @@ impl PyLimiter {
             Some(n) => convert::whole(n, "flush_every_events", None, 0, &example)?,
             None => defaults.flush_every_events,
         };
-        let mut options = Options {
-            sync,
-            flush_every_ms,
-            flush_every_events,
-            ..defaults
-        };
+        let mut options = defaults
+            .sync(sync)
+            .flush_every_ms(flush_every_ms)
+            .flush_every_events(flush_every_events);
         if let Some(clock) = clock {
-            options.clock = clock.get().0.clone();
+            options = options.clock(clock.get().0.clone());
         }
         let limiter = py
             .detach(|| Limiter::open(&data_dir, options))
             .map_err(|e| to_py(py, e))?;
-        Ok(PyLimiter {
-            inner: Some(limiter),
-            fork_generation: FORK_GENERATION.load(Ordering::Relaxed),
-            opened_by: std::process::id(),
-        })
+        Ok(PyLimiter { inner: limiter })
     }
 
     /// The data directory.
