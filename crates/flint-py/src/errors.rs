@@ -88,9 +88,8 @@ pub fn to_py(py: Python<'_>, error: Error) -> PyErr {
         Error::UnsupportedVersion { .. } | Error::Poisoned { .. } => {
             raise(py, "StorageError", &message, &[])
         }
-        // A parent's limiter used in a forked child, `Closed`, and variants added to
-        // the engine later: the root class.
-        Error::Forked { .. } | Error::Closed => raise(py, "FlintError", &message, &[]),
+        // A parent's limiter used in a forked child (`Forked`), `Closed`, and variants
+        // added to the engine later: the root class.
         _ => raise(py, "FlintError", &message, &[]),
     }
 }
