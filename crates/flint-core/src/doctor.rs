@@ -16,7 +16,7 @@ fn torn_detail(torn: TornTail) -> String {
         );
     }
     let mut detail = format!(
-        "{} bytes past the log's end at offset {} were cut on open (a crash mid-write)",
+        "{} bytes at offset {} (past the log's end) were cut on open (a crash mid-write)",
         torn.bytes, torn.offset
     );
     if torn.records > 0 {

@@ -18,10 +18,7 @@ use flint_core::{Algorithm, CheckLevel, Error, Limiter, ManualClock, Options};
 /// Builds the options every fixture is opened with: the one place that knows how
 /// `Options` is constructed.
 fn options(clock: Arc<ManualClock>) -> Options {
-    Options {
-        clock,
-        ..Options::default()
-    }
+    Options::default().clock(clock)
 }
 
 /// 2023-11-14T22:13:20Z: the generator's clock started here.
@@ -601,11 +598,19 @@ fn assert_opens(case: &str, dir: &Path, clock: &Arc<ManualClock>, expected: &Ope
     assert_doctor(case, &limiter, expected, expected.torn);
     limiter.close().unwrap();
 
-    // Opening rewrites no record and no snapshot; a torn tail is zeroed, as is
-    // everything after the records; leftover temp files are removed.
+    // Opening rewrites no record and no snapshot (a version 1 log gets a version 2
+    // header, with the same generation, and nothing else changes); a torn tail is
+    // zeroed, as is everything after the records; leftover temp files are removed.
     let end = expected.log_bytes as usize;
     let log = fs::read(dir.join("flint.aof")).unwrap();
-    assert_eq!(log[..end], log_before[..end], "{case}: the records on disk");
+    assert_eq!(&log[..8], b"FLINTLOG", "{case}: the log's magic");
+    assert_eq!(log[8], 2, "{case}: the log is rewritten as version 2");
+    assert_eq!(log[16..24], log_before[16..24], "{case}: the generation");
+    assert_eq!(
+        log[32..end],
+        log_before[32..end],
+        "{case}: the records on disk"
+    );
     assert!(
         log[end..].iter().all(|b| *b == 0),
         "{case}: the log after offset {end} must be zeros"
