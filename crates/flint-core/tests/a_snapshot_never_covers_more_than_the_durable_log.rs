@@ -1,0 +1,180 @@
+//! A snapshot never covers log records the disk may not hold; and a directory where it
+//! does anyway (left by an older engine) opens from the snapshot alone.
+//!
+//! The defect this protects against: compaction wrote a snapshot covering log records
+//! that were never synced (batch mode). A power loss between the snapshot's rename and
+//! the new log's rename left a snapshot covering more of the log than the disk held;
+//! the directory did not open ("not a record boundary") and repair found nothing.
+
+mod common;
+
+use std::sync::Arc;
+
+use flint_core::backend::{Backend, MemoryBackend};
+use flint_core::storage::format::{decode_log_header, LOG_FILE, SNAPSHOT_FILE};
+use flint_core::storage::snapshot;
+use flint_core::{Algorithm, CheckLevel, Limiter, Options, SyncMode};
+
+/// Checks synced before the compaction, and checks left unsynced for it.
+const SYNCED: u64 = 2;
+const UNSYNCED: u64 = 3;
+/// Power losses tried at each primitive of the compaction.
+const SEEDS: u64 = 6;
+
+fn batch_options() -> Options {
+    let (options, _clock) = common::manual_options(SyncMode::Batch);
+    // Nothing is synced behind the test's back.
+    options
+        .flush_every_ms(3_600_000)
+        .flush_every_events(1 << 40)
+}
+
+fn open_memory(backend: &MemoryBackend) -> flint_core::Result<Limiter> {
+    let backend: Arc<dyn Backend> = Arc::new(backend.clone());
+    Limiter::open("memory", batch_options().backend(backend))
+}
+
+fn allowed(limiter: &Limiter) -> u64 {
+    limiter.status("k").unwrap().unwrap().counters.allowed
+}
+
+/// A limiter with `SYNCED` checks on disk and `UNSYNCED` more only in the page cache.
+fn with_unsynced_checks(backend: &MemoryBackend) -> Limiter {
+    let limiter = open_memory(backend).unwrap();
+    limiter
+        .limit("k", common::quota(1000, "1h", Algorithm::TokenBucket))
+        .unwrap();
+    for _ in 0..SYNCED {
+        assert!(limiter.check("k", 1).unwrap().allowed);
+    }
+    limiter.flush().unwrap();
+    for _ in 0..UNSYNCED {
+        assert!(limiter.check("k", 1).unwrap().allowed);
+    }
+    limiter
+}
+
+fn torn_tail_detail(limiter: &Limiter) -> (CheckLevel, String) {
+    let report = limiter.doctor().unwrap();
+    let check = report
+        .checks
+        .into_iter()
+        .find(|c| c.name == "torn_tail")
+        .expect("doctor has a torn_tail check");
+    (check.level, check.detail)
+}
+
+#[test]
+fn compaction_syncs_the_log_through_what_its_snapshot_covers_before_writing_it() {
+    // How many storage primitives one compaction runs.
+    let backend = MemoryBackend::new();
+    let limiter = with_unsynced_checks(&backend);
+    let before = backend.ops();
+    limiter.compact().unwrap();
+    let primitives = backend.ops() - before;
+    drop(limiter);
+    assert!(
+        primitives >= 8,
+        "a compaction ran only {primitives} primitives"
+    );
+
+    // Cut power before each of them in turn, keeping various unsynced pages.
+    let mut snapshot_beside_its_own_log = 0;
+    for op in 1..=primitives {
+        for seed in 0..SEEDS {
+            let backend = MemoryBackend::new();
+            let limiter = with_unsynced_checks(&backend);
+            backend.crash_at(op, seed);
+            let compacted = limiter.compact();
+            assert!(
+                backend.crashed(),
+                "power was never cut at primitive {op}: {compacted:?}"
+            );
+            drop(limiter);
+            let image = backend.crash_image(seed);
+            let case = format!("power cut before primitive {op} of {primitives}, seed {seed}");
+
+            // What the snapshot left on the image covers (any snapshot there is the new
+            // one: the directory had none before).
+            let covered = image.contents(SNAPSHOT_FILE).map(|bytes| {
+                let (registry, covers) = snapshot::decode(&bytes, 16)
+                    .unwrap_or_else(|e| panic!("{case}: the snapshot is unreadable: {e:?}"));
+                let id = registry.lookup("k").expect("the snapshot holds the key");
+                (registry.get(id).unwrap().counters.allowed, covers)
+            });
+            let log = image.contents(LOG_FILE).expect("the image has a log");
+            let (log_generation, _) = decode_log_header(&log).expect("a valid log header");
+            if let Some((_, covers)) = covered {
+                if covers.generation == log_generation {
+                    snapshot_beside_its_own_log += 1;
+                }
+            }
+
+            let reopened = open_memory(&image)
+                .unwrap_or_else(|e| panic!("{case}: the directory does not open: {e}"));
+            let (_, torn) = torn_tail_detail(&reopened);
+            assert!(
+                !torn.contains("snapshot covered"),
+                "{case}: the snapshot covered log records the disk did not hold: {torn}"
+            );
+            let kept = allowed(&reopened);
+            assert!(
+                (SYNCED..=SYNCED + UNSYNCED).contains(&kept),
+                "{case}: {kept} checks kept"
+            );
+            if let Some((in_snapshot, _)) = covered {
+                assert!(
+                    kept >= in_snapshot,
+                    "{case}: the snapshot holds {in_snapshot} checks, the reopened state {kept}"
+                );
+            }
+            drop(reopened);
+        }
+    }
+    assert!(
+        snapshot_beside_its_own_log > 0,
+        "no power cut fell between the snapshot's rename and the log's"
+    );
+}
+
+#[test]
+fn a_snapshot_covering_more_than_the_log_holds_opens_from_the_snapshot_alone() {
+    let (_tmp, dir) = common::data_dir();
+    let (options, clock) = common::manual_options(SyncMode::Batch);
+    let limiter = Limiter::open(&dir, options.clone()).unwrap();
+    limiter
+        .limit("k", common::quota(1000, "1h", Algorithm::TokenBucket))
+        .unwrap();
+    assert!(limiter.check("k", 1).unwrap().allowed);
+    limiter.flush().unwrap();
+    // What a power loss keeps of the log: what was synced.
+    let durable_log = std::fs::read(dir.join(LOG_FILE)).unwrap();
+    for _ in 0..3 {
+        assert!(limiter.check("k", 1).unwrap().allowed);
+    }
+    limiter.compact().unwrap();
+    limiter.close().unwrap();
+    // What an engine that wrote the snapshot before syncing the log could leave: a power
+    // loss between the snapshot's rename and the log's, the log's last records unsynced.
+    std::fs::write(dir.join(LOG_FILE), &durable_log).unwrap();
+    let snapshot = std::fs::read(dir.join("flint.snapshot")).unwrap();
+    let (_, covers) = snapshot::decode(&snapshot, 16).unwrap();
+    let (log_generation, _) = decode_log_header(&durable_log).unwrap();
+    assert_eq!(covers.generation, log_generation);
+
+    let limiter = Limiter::open(&dir, options.clone())
+        .unwrap_or_else(|e| panic!("the snapshot holds every record, yet opening failed: {e}"));
+    assert_eq!(allowed(&limiter), 4, "the snapshot's state");
+    let (level, detail) = torn_tail_detail(&limiter);
+    assert_eq!(level, CheckLevel::Warn, "{detail}");
+    assert!(detail.contains("the snapshot covered"), "{detail}");
+
+    // A new log took over: the directory works on, and opens cleanly.
+    assert!(limiter.check("k", 1).unwrap().allowed);
+    limiter.close().unwrap();
+    let limiter = common::open_at(&dir, SyncMode::Batch, &clock);
+    assert_eq!(allowed(&limiter), 5);
+    let (level, detail) = torn_tail_detail(&limiter);
+    assert_eq!(level, CheckLevel::Ok, "{detail}");
+    limiter.close().unwrap();
+}
