@@ -10,7 +10,7 @@ DEPS := $(VENV)/.deps-installed
 # maturin installs into the virtual environment named by VIRTUAL_ENV.
 IN_VENV := VIRTUAL_ENV=$(VENV_ABS) PATH=$(VENV_ABS)/bin:$$PATH
 
-.PHONY: test rust-test python-test lint develop demo bench clean
+.PHONY: test rust-test python-test lint develop demo bench crash-soak clean
 
 test: lint rust-test python-test
 
@@ -54,6 +54,18 @@ bench: develop
 	$(CARGO) bench -p flint-core --bench targets
 	$(CARGO) bench -p flint-core --bench check -- --noplot
 	$(IN_VENV) $(PY) bench/python_bench.py
+
+# The long run of the simulated power-loss suite: CRASHES seeded crashes (100,000 by
+# default), in two shards on the machine's two cores, optimized. Each shard prints its
+# count of crashes and violations; any violation prints its seed and fails.
+CRASHES ?= 100000
+POWER_LOSS := $(CARGO) test --release -q -p flint-core --test power_loss_keeps_every_durable_decision every -- --nocapture
+crash-soak:
+	$(CARGO) test --release -p flint-core --test power_loss_keeps_every_durable_decision --no-run
+	half=$$(( $(CRASHES) / 2 )); \
+	FLINT_POWER_LOSS_CRASHES=$$half FLINT_POWER_LOSS_BASE=1000000 $(POWER_LOSS) & first=$$!; \
+	FLINT_POWER_LOSS_CRASHES=$$(( $(CRASHES) - half )) FLINT_POWER_LOSS_BASE=$$(( 1000000 + half )) $(POWER_LOSS) & second=$$!; \
+	wait $$first; a=$$?; wait $$second; b=$$?; test $$a -eq 0 && test $$b -eq 0
 
 clean:
 	$(CARGO) clean
