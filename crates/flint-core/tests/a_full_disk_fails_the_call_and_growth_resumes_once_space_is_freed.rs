@@ -58,7 +58,10 @@ fn a_full_disk_fails_the_call_and_growth_resumes_once_a_little_space_is_freed() 
         .compact_threshold_bytes(u64::MAX);
     let limiter = Limiter::open(&dir, options).unwrap();
     limiter
-        .limit("k", quota(1_000_000_000, "1h", Algorithm::FixedWindowCounter))
+        .limit(
+            "k",
+            quota(1_000_000_000, "1h", Algorithm::FixedWindowCounter),
+        )
         .unwrap();
     // Grow the log past 4 MiB: a doubling growth would next want 4 MiB more.
     while limiter.doctor().unwrap().log_bytes < (4 << 20) + (512 << 10) {
@@ -84,7 +87,11 @@ fn a_full_disk_fails_the_call_and_growth_resumes_once_a_little_space_is_freed() 
     let after = limiter.status("k").unwrap().unwrap().counters;
     assert!(after.allowed > before.allowed);
     let report = limiter.doctor().unwrap();
-    let disk = report.checks.iter().find(|c| c.name == "disk_space").unwrap();
+    let disk = report
+        .checks
+        .iter()
+        .find(|c| c.name == "disk_space")
+        .unwrap();
     assert_eq!(disk.level, CheckLevel::Fail, "{}", disk.detail);
     assert!(disk.detail.contains("next growth needs"), "{}", disk.detail);
     let counted = limiter.status("k").unwrap().unwrap().counters;

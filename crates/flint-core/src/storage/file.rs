@@ -46,12 +46,6 @@ impl FileBackend {
     /// directory's permissions are left as they are (`doctor` reports them).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
-        if dir.as_os_str().is_empty() {
-            return Err(Error::invalid(
-                None,
-                "the data directory path is empty: name a directory, such as \".flint\"",
-            ));
-        }
         if !dir.is_dir() {
             DirBuilder::new()
                 .recursive(true)
