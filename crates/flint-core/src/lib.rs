@@ -33,7 +33,7 @@ pub mod duration;
 pub mod error;
 pub mod inspect;
 pub mod limiter;
-pub mod state;
+pub mod registry;
 pub mod storage;
 
 pub use algorithm::{Algorithm, Quota, MAX_RATE};
@@ -43,4 +43,4 @@ pub use duration::Period;
 pub use error::{Error, Result};
 pub use inspect::{CheckLevel, DoctorCheck, DoctorReport, Status, TopBy};
 pub use limiter::{CompactReport, Limiter, Options, SyncMode};
-pub use state::{Counters, HistoryEvent};
+pub use registry::{Counters, HistoryEvent};

@@ -15,12 +15,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::algorithm::{Outcome, Quota};
+use crate::algorithm::Quota;
 use crate::clock::{Clock, SystemClock, UnixNanos};
 use crate::decision::{Decision, ItemDecision, LimitChange, MultiDecision};
 use crate::error::{Error, Result};
 use crate::inspect::{CheckLevel, DoctorCheck, DoctorReport, Status, TopBy};
-use crate::state::{Entry, HistoryEvent, Registry, DEFAULT_HISTORY_CAPACITY};
+use crate::registry::{Entry, HistoryEvent, Registry, DEFAULT_HISTORY_CAPACITY};
 use crate::storage::backend::{Backend, LogFile, LogSync};
 use crate::storage::file::FileBackend;
 use crate::storage::format::{
@@ -254,7 +254,7 @@ fn validate_cost(key: &str, cost: u64, quota: &Quota) -> Result<()> {
     Ok(())
 }
 
-fn decision(quota: &Quota, outcome: Outcome, cost: u64) -> Decision {
+fn decision(quota: &Quota, outcome: Decision, cost: u64) -> Decision {
     Decision {
         allowed: outcome.allowed,
         remaining: outcome.remaining,
@@ -479,7 +479,7 @@ impl Limiter {
                     ),
                 ));
             }
-            let outcomes: Vec<Outcome> = merged
+            let outcomes: Vec<Decision> = merged
                 .iter()
                 .filter_map(|&(id, cost)| {
                     core.registry

@@ -7,8 +7,9 @@
 
 use std::collections::VecDeque;
 
-use crate::algorithm::{Outcome, Quota};
+use crate::algorithm::Quota;
 use crate::clock::UnixNanos;
+use crate::decision::Decision;
 
 /// One or more allowed checks at the same time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +45,7 @@ impl SlidingLog {
         (first, before)
     }
 
-    pub(crate) fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Outcome {
+    pub(crate) fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Decision {
         let per = quota.per_ns();
         let rate = quota.rate();
         let (first, before) = self.window(per, now);
@@ -75,11 +76,14 @@ impl SlidingLog {
                 .unwrap_or(Run { at: now, total });
             (run.at + per).saturating_sub(now)
         };
-        Outcome {
+        Decision {
             allowed,
             remaining: rate.saturating_sub(used_after),
             reset_at: newest.map_or(now, |at| at + per),
             retry_after,
+            limit: quota.rate(),
+            algorithm: quota.algorithm(),
+            cost,
         }
     }
 
@@ -102,7 +106,7 @@ impl SlidingLog {
 
 #[cfg(test)]
 mod tests {
-    use crate::algorithm::{AlgoState, Algorithm, Quota};
+    use crate::algorithm::{Algorithm, LimitState, Quota};
     use crate::duration::Period;
 
     const T0: u64 = 1_700_000_000_000_000_000;
@@ -116,7 +120,7 @@ mod tests {
             Algorithm::SlidingWindowLog,
         )
         .unwrap();
-        let mut s = AlgoState::full(Algorithm::SlidingWindowLog);
+        let mut s = LimitState::full(Algorithm::SlidingWindowLog);
         s.consume(&q, T0, 1);
         s.consume(&q, T0 + SEC / 2, 1);
         let denied = s.decide(&q, T0 + SEC - 1, 1);
@@ -135,10 +139,10 @@ mod tests {
             Algorithm::SlidingWindowLog,
         )
         .unwrap();
-        let mut s = AlgoState::full(Algorithm::SlidingWindowLog);
+        let mut s = LimitState::full(Algorithm::SlidingWindowLog);
         s.consume(&q, T0, 999_999);
         s.consume(&q, T0, 1);
-        let AlgoState::SlidingWindowLog(log) = &s else {
+        let LimitState::SlidingWindowLog(log) = &s else {
             unreachable!()
         };
         assert_eq!(log.runs.len(), 1);

@@ -4,7 +4,7 @@
 //! record followed by valid ones is an error that leaves every file as it was.
 
 use crate::error::{Error, Result};
-use crate::state::Registry;
+use crate::registry::Registry;
 use crate::storage::backend::{Backend, LogFile};
 use crate::storage::format::{
     decode_log_header, encode_log_header, HeaderError, FORMAT_VERSION, LOG_FILE, LOG_HEADER_LEN,

@@ -2,9 +2,9 @@
 
 use std::collections::VecDeque;
 
-use crate::algorithm::{AlgoState, Algorithm, FixedWindow, Quota, Run, SlidingLog, TokenBucket};
+use crate::algorithm::{Algorithm, FixedWindow, LimitState, Quota, Run, SlidingLog, TokenBucket};
 use crate::duration::Period;
-use crate::state::{Counters, Entry, HistoryEvent, Registry};
+use crate::registry::{Counters, Entry, HistoryEvent, Registry};
 use crate::storage::format::{u32_at, FORMAT_VERSION, SNAPSHOT_MAGIC};
 
 /// The log position a snapshot covers: every record of log `generation` before
@@ -55,12 +55,12 @@ pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
             out.extend_from_slice(&n.to_le_bytes());
         }
         match &entry.state {
-            AlgoState::TokenBucket(s) => out.extend_from_slice(&s.tat.to_le_bytes()),
-            AlgoState::FixedWindowCounter(s) => {
+            LimitState::TokenBucket(s) => out.extend_from_slice(&s.tat.to_le_bytes()),
+            LimitState::FixedWindowCounter(s) => {
                 out.extend_from_slice(&s.start.to_le_bytes());
                 out.extend_from_slice(&s.used.to_le_bytes());
             }
-            AlgoState::SlidingWindowLog(s) => {
+            LimitState::SlidingWindowLog(s) => {
                 out.extend_from_slice(&s.expired_total.to_le_bytes());
                 out.extend_from_slice(&(s.runs.len() as u32).to_le_bytes());
                 for run in &s.runs {
@@ -132,10 +132,10 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
             *slot = r.u64().ok_or_else(short)?;
         }
         let state = match algorithm {
-            Algorithm::TokenBucket => AlgoState::TokenBucket(TokenBucket {
+            Algorithm::TokenBucket => LimitState::TokenBucket(TokenBucket {
                 tat: r.u128().ok_or_else(short)?,
             }),
-            Algorithm::FixedWindowCounter => AlgoState::FixedWindowCounter(FixedWindow {
+            Algorithm::FixedWindowCounter => LimitState::FixedWindowCounter(FixedWindow {
                 start: r.u64().ok_or_else(short)?,
                 used: r.u64().ok_or_else(short)?,
             }),
@@ -152,7 +152,7 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
                         total: r.u64().ok_or_else(short)?,
                     });
                 }
-                AlgoState::SlidingWindowLog(Box::new(SlidingLog {
+                LimitState::SlidingWindowLog(Box::new(SlidingLog {
                     runs,
                     expired_total,
                 }))

@@ -7,7 +7,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::algorithm::{AlgoState, Quota};
+use crate::algorithm::{LimitState, Quota};
 use crate::clock::UnixNanos;
 use crate::storage::record::Event;
 
@@ -48,7 +48,7 @@ pub struct Entry {
     /// Its limit.
     pub quota: Quota,
     /// Its algorithm state.
-    pub state: AlgoState,
+    pub state: LimitState,
     /// Its decision counters.
     pub counters: Counters,
     /// When it was last checked; 0 when never.
@@ -181,7 +181,7 @@ impl Registry {
             Entry {
                 key: key.into(),
                 quota,
-                state: AlgoState::full(quota.algorithm()),
+                state: LimitState::full(quota.algorithm()),
                 counters: Counters::default(),
                 last_seen: 0,
                 history: None,
@@ -235,7 +235,7 @@ impl Registry {
         let Some(entry) = self.get_mut(id) else {
             return false;
         };
-        entry.state = AlgoState::full(entry.quota.algorithm());
+        entry.state = LimitState::full(entry.quota.algorithm());
         true
     }
 
