@@ -1,6 +1,8 @@
 //! File names, magic bytes and versions of the data directory. See
 //! `docs/storage-format.md` for the byte-level description.
 
+use crate::storage::codec::{Cursor, DecodeError, DecodeReason};
+
 /// The exclusive lock file; holds the owner's pid as text.
 pub const LOCK_FILE: &str = "flint.lock";
 /// The append-only log.
@@ -14,8 +16,11 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 pub const LOG_MAGIC: [u8; 8] = *b"FLINTLOG";
 /// Magic bytes at the start of the snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"FLINTSNP";
-/// The format version this build reads and writes (log and snapshot alike).
-pub const FORMAT_VERSION: u32 = 1;
+/// The log format version this build writes; it reads every version from 1 up to it.
+pub const LOG_VERSION: u32 = 1;
+/// The snapshot format version this build writes; it reads every version from 1 up to
+/// it. Versioned apart from the log: each file changes on its own.
+pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// Length of the log header: magic, version, flags, generation, reserved, crc32c.
 pub const LOG_HEADER_LEN: u64 = 32;
@@ -45,12 +50,12 @@ pub mod kind {
     pub const REMOVE: u8 = 6;
 }
 
-/// Encodes the log header for `generation`.
+/// Encodes the log header for `generation`, at the current [`LOG_VERSION`].
 pub fn encode_log_header(generation: u64) -> [u8; LOG_HEADER_LEN as usize] {
     let mut header = [0u8; LOG_HEADER_LEN as usize];
     let mut body = Vec::with_capacity(LOG_HEADER_LEN as usize);
     body.extend_from_slice(&LOG_MAGIC);
-    body.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    body.extend_from_slice(&LOG_VERSION.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
     body.extend_from_slice(&generation.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
@@ -60,50 +65,61 @@ pub fn encode_log_header(generation: u64) -> [u8; LOG_HEADER_LEN as usize] {
     header
 }
 
-/// Why a log header could not be read.
-#[derive(Debug, PartialEq, Eq)]
-pub enum HeaderError {
-    /// Not a Flint log, or damaged.
-    Invalid(&'static str),
-    /// A Flint log of another format version.
-    Version(u32),
+/// A decoded log header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHeader {
+    /// The format version the log was written in.
+    pub version: u32,
+    /// The log's generation: 0 for a new directory, +1 at every compaction.
+    pub generation: u64,
 }
 
-/// Decodes a log header, returning its generation.
-pub fn decode_log_header(bytes: &[u8]) -> Result<u64, HeaderError> {
+/// Decodes the log header at the start of `bytes`.
+pub fn decode_log_header(bytes: &[u8]) -> Result<LogHeader, DecodeError> {
+    let truncated = DecodeError::new(
+        0,
+        DecodeReason::Truncated {
+            field: "log header",
+        },
+    );
     let header = bytes
         .get(..LOG_HEADER_LEN as usize)
-        .ok_or(HeaderError::Invalid("the file is shorter than its header"))?;
-    let (body, crc) = header.split_at(28);
-    if body.get(..8) != Some(&LOG_MAGIC[..]) {
-        return Err(HeaderError::Invalid(
-            "the file does not start with FLINTLOG",
+        .ok_or(truncated.clone())?;
+    let (body, _) = header.split_at_checked(28).ok_or(truncated)?;
+    let mut c = Cursor::new(header, 0);
+    if c.take(8, "magic")? != LOG_MAGIC {
+        return Err(DecodeError::new(
+            0,
+            DecodeReason::BadMagic {
+                expected: "FLINTLOG",
+            },
         ));
     }
-    if crc32c::crc32c(body) != u32_at(crc, 0) {
-        return Err(HeaderError::Invalid("the header checksum does not match"));
+    let version_at = c.offset();
+    let version = c.u32("format version")?;
+    c.u32("reserved field")?;
+    let generation = c.u64("generation")?;
+    c.u32("reserved field")?;
+    // The checksum covers the bytes before it: report the damage at their start.
+    if crc32c::crc32c(body) != c.u32("header checksum")? {
+        return Err(DecodeError::new(
+            0,
+            DecodeReason::ChecksumMismatch { what: "log header" },
+        ));
     }
-    let version = u32_at(body, 8);
-    if version != FORMAT_VERSION {
-        return Err(HeaderError::Version(version));
+    if !(1..=LOG_VERSION).contains(&version) {
+        return Err(DecodeError::new(
+            version_at,
+            DecodeReason::UnsupportedVersion {
+                found: version,
+                supported: LOG_VERSION,
+            },
+        ));
     }
-    Ok(u64_at(body, 16))
-}
-
-/// Reads a little-endian u32 at `at`, or 0 past the end (callers check lengths first).
-pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    bytes
-        .get(at..at + 4)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
-}
-
-/// Reads a little-endian u64 at `at`, or 0 past the end (callers check lengths first).
-pub(crate) fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    bytes
-        .get(at..at + 8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
+    Ok(LogHeader {
+        version,
+        generation,
+    })
 }
 
 #[cfg(test)]
@@ -113,16 +129,30 @@ mod tests {
     #[test]
     fn header_round_trips_and_rejects_damage() {
         let header = encode_log_header(7);
-        assert_eq!(decode_log_header(&header), Ok(7));
+        assert_eq!(
+            decode_log_header(&header),
+            Ok(LogHeader {
+                version: LOG_VERSION,
+                generation: 7
+            })
+        );
         let mut damaged = header;
         damaged[17] ^= 1;
+        assert_eq!(
+            decode_log_header(&damaged).unwrap_err().reason,
+            DecodeReason::ChecksumMismatch { what: "log header" }
+        );
+        assert_eq!(
+            decode_log_header(&header[..10]).unwrap_err().reason,
+            DecodeReason::Truncated {
+                field: "log header"
+            }
+        );
+        let mut other = header;
+        other[0] = b'X';
         assert!(matches!(
-            decode_log_header(&damaged),
-            Err(HeaderError::Invalid(_))
-        ));
-        assert!(matches!(
-            decode_log_header(&header[..10]),
-            Err(HeaderError::Invalid(_))
+            decode_log_header(&other).unwrap_err().reason,
+            DecodeReason::BadMagic { .. }
         ));
     }
 }

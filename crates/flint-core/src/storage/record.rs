@@ -6,7 +6,10 @@
 use crate::algorithm::{Algorithm, Quota};
 use crate::clock::UnixNanos;
 use crate::duration::Period;
-use crate::storage::format::{kind, u32_at, u64_at, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::storage::codec::{Cursor, DecodeError, DecodeReason, Fixed};
+use crate::storage::format::{
+    kind, FRAME_HEADER_LEN, MAX_CHECK_ALL_ITEMS, MAX_KEY_LEN, MAX_PAYLOAD_LEN,
+};
 
 /// One change to limiter state, as logged. Keys are interned: only `Configure` carries
 /// the key's text; every other record names the key by the id it assigned.
@@ -132,83 +135,84 @@ impl Event {
         }
     }
 
-    /// Decodes a payload whose checksum has already been verified.
-    pub fn decode(payload: &[u8]) -> Result<Event, String> {
+    /// Decodes a payload whose checksum has already been verified; `base` is the
+    /// payload's offset in its file, so errors name absolute offsets.
+    pub fn decode(payload: &[u8], base: u64) -> Result<Event, DecodeError> {
         // The common record first, by fixed offsets: replay speed is mostly this.
-        if let [kind @ (kind::CHECK_ALLOWED | kind::CHECK_DENIED), fields @ ..] = payload {
-            if fields.len() == 20 {
+        if let Some(check) = Fixed::<CHECK_PAYLOAD_LEN>::new(payload) {
+            let kind = check.u8::<0>();
+            if kind == kind::CHECK_ALLOWED || kind == kind::CHECK_DENIED {
                 return Ok(Event::Check {
-                    id: u32_at(fields, 0),
-                    at: u64_at(fields, 4),
-                    cost: u64_at(fields, 12),
-                    allowed: *kind == kind::CHECK_ALLOWED,
+                    id: check.u32::<1>(),
+                    at: check.u64::<5>(),
+                    cost: check.u64::<13>(),
+                    allowed: kind == kind::CHECK_ALLOWED,
                 });
             }
         }
-        let mut r = Reader {
-            bytes: payload,
-            at: 0,
-        };
-        let kind = r.u8()?;
+        let mut r = Cursor::new(payload, base);
+        let kind = r.u8("record kind")?;
         let event = match kind {
             kind::CONFIGURE => {
-                let id = r.u32()?;
-                let at = r.u64()?;
-                let rate = r.u64()?;
-                let per_ms = r.u64()?;
-                let code = r.u8()?;
-                let key_len = r.u16()? as usize;
-                let key = std::str::from_utf8(r.take(key_len)?)
-                    .map_err(|_| "configure record holds a key that is not UTF-8".to_owned())?
-                    .to_owned();
-                let algorithm = Algorithm::from_code(code)
-                    .ok_or_else(|| format!("configure record has unknown algorithm code {code}"))?;
+                let id = r.u32("key id")?;
+                let at = r.u64("time")?;
+                let rate_at = r.offset();
+                let rate = r.u64("rate")?;
+                let per_at = r.offset();
+                let per_ms = r.u64("period")?;
+                let code_at = r.offset();
+                let code = r.u8("algorithm code")?;
+                let key = r.str16("key", MAX_KEY_LEN)?.to_owned();
+                let algorithm = Algorithm::from_code(code).ok_or_else(|| {
+                    Cursor::error_at(code_at, DecodeReason::UnknownAlgorithm(code))
+                })?;
                 let period = Period::from_millis(per_ms)
-                    .map_err(|e| format!("configure record has a bad period: {e}"))?;
+                    .map_err(|e| DecodeError::bad_value(per_at, "period", e))?;
                 let quota = Quota::new(rate, period, algorithm)
-                    .map_err(|e| format!("configure record has a bad quota: {e}"))?;
+                    .map_err(|e| DecodeError::bad_value(rate_at, "rate", e))?;
                 Event::Configure { id, at, quota, key }
             }
             kind::CHECK_ALLOWED | kind::CHECK_DENIED => Event::Check {
-                id: r.u32()?,
-                at: r.u64()?,
-                cost: r.u64()?,
+                id: r.u32("key id")?,
+                at: r.u64("time")?,
+                cost: r.u64("cost")?,
                 allowed: kind == kind::CHECK_ALLOWED,
             },
             kind::CHECK_ALL => {
-                let at = r.u64()?;
-                let allowed = r.u8()? != 0;
-                let count = r.u32()? as usize;
-                if count.saturating_mul(12) > r.remaining() {
-                    return Err(format!(
-                        "check-all record claims {count} items but is too short"
+                let at = r.u64("time")?;
+                let allowed = r.u8("allowed flag")? != 0;
+                let count_at = r.offset();
+                let count = r.count("item count", 12)?;
+                if count > MAX_CHECK_ALL_ITEMS {
+                    return Err(DecodeError::bad_value(
+                        count_at,
+                        "item count",
+                        format!("{count} items, more than {MAX_CHECK_ALL_ITEMS}"),
                     ));
                 }
                 let mut items = Vec::with_capacity(count);
                 for _ in 0..count {
-                    items.push((r.u32()?, r.u64()?));
+                    items.push((r.u32("key id")?, r.u64("cost")?));
                 }
                 Event::CheckAll { at, allowed, items }
             }
             kind::RESET => Event::Reset {
-                id: r.u32()?,
-                at: r.u64()?,
+                id: r.u32("key id")?,
+                at: r.u64("time")?,
             },
             kind::REMOVE => Event::Remove {
-                id: r.u32()?,
-                at: r.u64()?,
+                id: r.u32("key id")?,
+                at: r.u64("time")?,
             },
-            other => return Err(format!("unknown record kind {other}")),
+            other => return Err(Cursor::error_at(base, DecodeReason::UnknownKind(other))),
         };
-        if r.remaining() != 0 {
-            return Err(format!(
-                "record of kind {kind} has {} unexpected trailing bytes",
-                r.remaining()
-            ));
-        }
+        r.finish()?;
         Ok(event)
     }
 }
+
+/// Payload length of a check record: kind, id, at, cost.
+const CHECK_PAYLOAD_LEN: usize = 1 + 4 + 8 + 8;
 
 /// What is found at one offset of a log.
 #[derive(Debug, PartialEq, Eq)]
@@ -222,91 +226,57 @@ pub enum Frame<'a> {
     },
     /// A zero length: the end of the log.
     End,
-    /// Not a valid record (short, too long, or a checksum mismatch).
-    Bad(&'static str),
+    /// Not a valid record (short, too long, or a checksum mismatch); the error's
+    /// offset is the frame's.
+    Bad(DecodeError),
 }
 
-/// Reads the frame that starts at `at` in `log`.
+/// Reads the frame that starts at `at` in `log` (a whole log file: offsets are its).
 pub fn read_frame(log: &[u8], at: usize) -> Frame<'_> {
-    let Some(header) = log.get(at..at + FRAME_HEADER_LEN as usize) else {
-        return if log
-            .get(at..)
-            .is_none_or(|rest| rest.iter().all(|b| *b == 0))
-        {
+    let offset = at as u64;
+    let bad = |reason| Frame::Bad(DecodeError::new(offset, reason));
+    let rest = log.get(at..).unwrap_or(&[]);
+    let mut r = Cursor::new(rest, offset);
+    let (Ok(len), Ok(crc)) = (r.u32("record length"), r.u32("record checksum")) else {
+        return if rest.iter().all(|b| *b == 0) {
             Frame::End
         } else {
-            Frame::Bad("the record header is cut short")
+            bad(DecodeReason::Truncated {
+                field: "record header",
+            })
         };
     };
-    let len = u32_at(header, 0);
     if len == 0 {
-        return if u32_at(header, 4) == 0 {
+        return if crc == 0 {
             Frame::End
         } else {
-            Frame::Bad("a record has length zero but a checksum")
+            bad(DecodeReason::ImpossibleLength(0))
         };
     }
     if len > MAX_PAYLOAD_LEN {
-        return Frame::Bad("a record claims an impossible length");
+        return bad(DecodeReason::ImpossibleLength(len));
     }
-    let start = at + FRAME_HEADER_LEN as usize;
-    let end = start + len as usize;
-    let Some(payload) = log.get(start..end) else {
-        return Frame::Bad("the record is cut short");
+    let Ok(payload) = r.take(len as usize, "record payload") else {
+        return bad(DecodeReason::Truncated { field: "record" });
     };
-    if crc32c::crc32c(payload) != u32_at(header, 4) {
-        return Frame::Bad("the record's checksum does not match");
+    if crc32c::crc32c(payload) != crc {
+        return bad(DecodeReason::ChecksumMismatch { what: "record" });
     }
-    Frame::Valid { payload, next: end }
+    Frame::Valid {
+        payload,
+        next: at + FRAME_HEADER_LEN as usize + len as usize,
+    }
 }
 
 /// The first offset after `from` at which a valid, decodable record starts, if any.
 /// Used to tell a torn tail (nothing valid follows) from damage in the middle.
 pub fn find_valid_frame_after(log: &[u8], from: usize) -> Option<usize> {
     (from + 1..log.len()).find(|&at| match read_frame(log, at) {
-        Frame::Valid { payload, .. } => Event::decode(payload).is_ok(),
+        Frame::Valid { payload, .. } => {
+            Event::decode(payload, (at as u64) + FRAME_HEADER_LEN).is_ok()
+        }
         _ => false,
     })
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
-        self.bytes.len().saturating_sub(self.at)
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let slice = self
-            .bytes
-            .get(self.at..self.at + n)
-            .ok_or_else(|| "record is shorter than its fields".to_owned())?;
-        self.at += n;
-        Ok(slice)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?.first().copied().unwrap_or(0))
-    }
-
-    fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([
-            b.first().copied().unwrap_or(0),
-            b.get(1).copied().unwrap_or(0),
-        ]))
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32_at(self.take(4)?, 0))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64_at(self.take(8)?, 0))
-    }
 }
 
 #[cfg(test)]
@@ -353,7 +323,7 @@ mod tests {
         let mut at = 0;
         let mut decoded = Vec::new();
         while let Frame::Valid { payload, next } = read_frame(&log, at) {
-            decoded.push(Event::decode(payload).unwrap());
+            decoded.push(Event::decode(payload, at as u64 + FRAME_HEADER_LEN).unwrap());
             at = next;
         }
         assert_eq!(decoded, events());
@@ -389,28 +359,59 @@ mod tests {
     }
 
     #[test]
+    fn decode_errors_name_the_absolute_offset_of_the_field() {
+        let mut frame = Vec::new();
+        events()[0].encode_frame(&mut frame);
+        let payload = &mut frame[FRAME_HEADER_LEN as usize..];
+        // The algorithm code: after kind, id, at, rate, per.
+        let code_at = 1 + 4 + 8 + 8 + 8;
+        payload[code_at] = 9;
+        let err = Event::decode(payload, 1000).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::new(1000 + code_at as u64, DecodeReason::UnknownAlgorithm(9))
+        );
+        let short = Event::decode(&payload[..10], 1000).unwrap_err();
+        assert_eq!(short.offset, 1005);
+        assert_eq!(short.reason, DecodeReason::Truncated { field: "time" });
+        let mut log = vec![0u8; 40];
+        events()[1].encode_frame(&mut log);
+        *log.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            read_frame(&log, 40),
+            Frame::Bad(DecodeError::new(
+                40,
+                DecodeReason::ChecksumMismatch { what: "record" }
+            ))
+        );
+    }
+
+    #[test]
     fn decoding_never_panics_on_garbage() {
         for len in 0..64 {
             let garbage: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
-            let _ = Event::decode(&garbage);
+            let _ = Event::decode(&garbage, 0);
             let _ = read_frame(&garbage, 0);
         }
-        assert!(Event::decode(&[
-            kind::CHECK_ALL,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            1,
-            255,
-            255,
-            255,
-            255
-        ])
+        assert!(Event::decode(
+            &[
+                kind::CHECK_ALL,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                1,
+                255,
+                255,
+                255,
+                255
+            ],
+            0
+        )
         .is_err());
     }
 }

@@ -7,11 +7,11 @@ use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::storage::backend::{Backend, LogFile};
 use crate::storage::format::{
-    decode_log_header, encode_log_header, HeaderError, FORMAT_VERSION, LOG_FILE, LOG_HEADER_LEN,
+    decode_log_header, encode_log_header, FRAME_HEADER_LEN, LOG_FILE, LOG_HEADER_LEN,
     SNAPSHOT_FILE, TEMP_SUFFIX,
 };
 use crate::storage::record::{find_valid_frame_after, read_frame, Event, Frame};
-use crate::storage::snapshot::{self, Covers, SnapshotError};
+use crate::storage::snapshot::{self, Covers};
 
 /// A torn final record that recovery cut off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,20 +73,7 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
         None => (Registry::new(history_capacity), None),
         Some(bytes) => match snapshot::decode(&bytes, history_capacity) {
             Ok((registry, covers)) => (registry, Some(covers)),
-            Err(SnapshotError::Version(found)) => {
-                return Err(Error::UnsupportedVersion {
-                    file: snapshot_path,
-                    found,
-                    supported: FORMAT_VERSION,
-                })
-            }
-            Err(SnapshotError::Invalid(reason)) => {
-                return Err(Error::Corrupt {
-                    file: snapshot_path,
-                    offset: 0,
-                    reason,
-                })
-            }
+            Err(e) => return Err(e.into_error(snapshot_path)),
         },
     };
 
@@ -117,21 +104,8 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
     };
 
     let generation = match decode_log_header(&bytes) {
-        Ok(generation) => generation,
-        Err(HeaderError::Version(found)) => {
-            return Err(Error::UnsupportedVersion {
-                file: log_path,
-                found,
-                supported: FORMAT_VERSION,
-            })
-        }
-        Err(HeaderError::Invalid(reason)) => {
-            return Err(Error::Corrupt {
-                file: log_path,
-                offset: 0,
-                reason: reason.to_owned(),
-            })
-        }
+        Ok(header) => header.generation,
+        Err(e) => return Err(e.into_error(log_path)),
     };
     let start = replay_start(backend, generation, covers)?;
 
@@ -145,11 +119,14 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
         match read_frame(&bytes, at) {
             Frame::Valid { payload, next } => {
                 if start_seen {
-                    let event = Event::decode(payload).map_err(|reason| Error::Corrupt {
-                        file: log_path.clone(),
-                        offset: at as u64,
-                        reason,
-                    })?;
+                    let event =
+                        Event::decode(payload, at as u64 + FRAME_HEADER_LEN).map_err(|e| {
+                            Error::Corrupt {
+                                file: log_path.clone(),
+                                offset: at as u64,
+                                reason: e.to_string(),
+                            }
+                        })?;
                     registry.apply(&event).map_err(|reason| Error::Corrupt {
                         file: log_path.clone(),
                         offset: at as u64,
@@ -160,12 +137,15 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
                 at = next;
             }
             Frame::End => break at,
-            Frame::Bad(reason) => {
+            Frame::Bad(e) => {
                 if let Some(valid) = find_valid_frame_after(&bytes, at) {
                     return Err(Error::Corrupt {
                         file: log_path,
                         offset: at as u64,
-                        reason: format!("{reason}, and a valid record follows at offset {valid}"),
+                        reason: format!(
+                            "{}, and a valid record follows at offset {valid}",
+                            e.reason
+                        ),
                     });
                 }
                 break at;
