@@ -284,6 +284,9 @@ impl Registry {
             }
             Event::Reset { id, at } => self.apply_reset(*id, *at),
             Event::Remove { id, at } => self.apply_remove(*id, *at),
+            // The durability watermark is for recovery; the limiter's state is unchanged
+            // (not even its high-water time: the record is not a decision).
+            Event::Synced { .. } => true,
         };
         if known {
             Ok(())

@@ -17,7 +17,7 @@ pub const LOG_MAGIC: [u8; 8] = *b"FLINTLOG";
 /// Magic bytes at the start of the snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"FLINTSNP";
 /// The log format version this build writes; it reads every version from 1 up to it.
-pub const LOG_VERSION: u32 = 1;
+pub const LOG_VERSION: u32 = 2;
 /// The snapshot format version this build writes; it reads every version from 1 up to
 /// it. Versioned apart from the log: each file changes on its own.
 pub const SNAPSHOT_VERSION: u32 = 1;
@@ -48,6 +48,9 @@ pub mod kind {
     pub const RESET: u8 = 5;
     /// A limit was removed.
     pub const REMOVE: u8 = 6;
+    /// The log was synced (`fdatasync`) through a byte offset of this log: the
+    /// durability watermark. Changes no limiter state. Since log version 2.
+    pub const SYNCED: u8 = 7;
 }
 
 /// Encodes the log header for `generation`, at the current [`LOG_VERSION`].
@@ -127,6 +130,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn new_logs_are_version_2_and_version_1_headers_still_read() {
+        let header = encode_log_header(3);
+        assert_eq!(header[8..12], 2u32.to_le_bytes());
+        let mut v1 = header;
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[..28]);
+        v1[28..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_log_header(&v1),
+            Ok(LogHeader {
+                version: 1,
+                generation: 3
+            })
+        );
+    }
+
+    #[test]
     fn header_round_trips_and_rejects_damage() {
         let header = encode_log_header(7);
         assert_eq!(
@@ -147,6 +167,20 @@ mod tests {
             DecodeReason::Truncated {
                 field: "log header"
             }
+        );
+        let mut newer = header;
+        newer[8] = 3;
+        let crc = crc32c::crc32c(&newer[..28]);
+        newer[28..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_log_header(&newer).unwrap_err(),
+            DecodeError::new(
+                8,
+                DecodeReason::UnsupportedVersion {
+                    found: 3,
+                    supported: 2
+                }
+            )
         );
         let mut other = header;
         other[0] = b'X';

@@ -60,6 +60,15 @@ pub enum Event {
         /// When.
         at: UnixNanos,
     },
+    /// The log was synced (`fdatasync`) through byte offset `through` of this log:
+    /// every byte before it was durable when this record was written. Changes no
+    /// limiter state.
+    Synced {
+        /// When the sync completed.
+        at: UnixNanos,
+        /// Offset in this log up to which the sync made the log durable.
+        through: u64,
+    },
 }
 
 impl Event {
@@ -70,7 +79,8 @@ impl Event {
             | Event::Check { at, .. }
             | Event::CheckAll { at, .. }
             | Event::Reset { at, .. }
-            | Event::Remove { at, .. } => *at,
+            | Event::Remove { at, .. }
+            | Event::Synced { at, .. } => *at,
         }
     }
 
@@ -122,6 +132,11 @@ impl Event {
                 });
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&at.to_le_bytes());
+            }
+            Event::Synced { at, through } => {
+                out.push(kind::SYNCED);
+                out.extend_from_slice(&at.to_le_bytes());
+                out.extend_from_slice(&through.to_le_bytes());
             }
         }
         let payload_start = start + FRAME_HEADER_LEN as usize;
@@ -203,6 +218,10 @@ impl Event {
             kind::REMOVE => Event::Remove {
                 id: r.u32("key id")?,
                 at: r.u64("time")?,
+            },
+            kind::SYNCED => Event::Synced {
+                at: r.u64("time")?,
+                through: r.u64("synced offset")?,
             },
             other => return Err(Cursor::error_at(base, DecodeReason::UnknownKind(other))),
         };
@@ -311,6 +330,10 @@ mod tests {
             },
             Event::Reset { id: 3, at: 46 },
             Event::Remove { id: 3, at: 47 },
+            Event::Synced {
+                at: 48,
+                through: 4096,
+            },
         ]
     }
 
@@ -328,6 +351,21 @@ mod tests {
         }
         assert_eq!(decoded, events());
         assert_eq!(read_frame(&log, at), Frame::End);
+    }
+
+    #[test]
+    fn a_synced_record_is_kind_7_with_time_and_offset() {
+        let mut frame = Vec::new();
+        Event::Synced {
+            at: 0x0102,
+            through: 0x0304,
+        }
+        .encode_frame(&mut frame);
+        let payload = &frame[FRAME_HEADER_LEN as usize..];
+        assert_eq!(payload.len(), 17);
+        assert_eq!(payload[0], kind::SYNCED);
+        assert_eq!(payload[1..9], 0x0102u64.to_le_bytes());
+        assert_eq!(payload[9..17], 0x0304u64.to_le_bytes());
     }
 
     #[test]
