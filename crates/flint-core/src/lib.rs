@@ -37,7 +37,9 @@ pub mod registry;
 pub mod storage;
 
 pub use algorithm::{Algorithm, Quota, MAX_RATE};
-pub use clock::{from_unix_seconds, to_unix_seconds, Clock, ManualClock, SystemClock, UnixNanos};
+pub use clock::{
+    from_unix_seconds, to_unix_seconds, Clock, ManualClock, SystemClock, UnixNanos, MAX_TIME,
+};
 pub use decision::{Decision, ItemDecision, LimitChange, MultiDecision};
 pub use duration::Period;
 pub use error::{Error, Result};

@@ -204,13 +204,15 @@ impl Registry {
         let Some(entry) = self.get_mut(id) else {
             return false;
         };
+        // Counters saturate: a key checked at the largest rate for long enough would
+        // pass u64::MAX in its cost counters, and a stuck maximum beats a wrap to zero.
         if allowed {
             entry.state.consume(&entry.quota, at, cost);
-            entry.counters.allowed += 1;
-            entry.counters.allowed_cost += cost;
+            entry.counters.allowed = entry.counters.allowed.saturating_add(1);
+            entry.counters.allowed_cost = entry.counters.allowed_cost.saturating_add(cost);
         } else {
-            entry.counters.denied += 1;
-            entry.counters.denied_cost += cost;
+            entry.counters.denied = entry.counters.denied.saturating_add(1);
+            entry.counters.denied_cost = entry.counters.denied_cost.saturating_add(cost);
         }
         entry.last_seen = at;
         if capacity > 0 {
@@ -293,5 +295,55 @@ impl Registry {
         } else {
             Err("record names an unknown key id".to_owned())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algorithm::Algorithm;
+
+    fn registry_with_key(algorithm: Algorithm) -> Registry {
+        let mut registry = Registry::new(4);
+        let quota = Quota::new(crate::MAX_RATE, "1ms".parse().unwrap(), algorithm).unwrap();
+        registry.apply_configure(0, "k", quota, 1);
+        registry
+    }
+
+    #[test]
+    fn counters_saturate_at_the_end_of_u64_instead_of_wrapping() {
+        let mut registry = registry_with_key(Algorithm::TokenBucket);
+        registry.get_mut(0).unwrap().counters = Counters {
+            allowed: u64::MAX,
+            denied: u64::MAX - 1,
+            allowed_cost: u64::MAX - 5,
+            denied_cost: u64::MAX - 5,
+        };
+        registry.apply_check(0, 10, crate::MAX_RATE, true, None);
+        registry.apply_check(0, 10, crate::MAX_RATE, false, None);
+        registry.apply_check(0, 10, crate::MAX_RATE, false, None);
+        assert_eq!(
+            registry.get(0).unwrap().counters,
+            Counters {
+                allowed: u64::MAX,
+                denied: u64::MAX,
+                allowed_cost: u64::MAX,
+                denied_cost: u64::MAX,
+            }
+        );
+    }
+
+    #[test]
+    fn a_synced_event_changes_nothing() {
+        let mut registry = registry_with_key(Algorithm::SlidingWindowLog);
+        let before = registry.clone();
+        registry
+            .apply(&Event::Synced {
+                at: 1_000,
+                through: 64,
+            })
+            .unwrap();
+        assert_eq!(registry, before);
+        assert_eq!(registry.high_water, 1);
     }
 }

@@ -1,4 +1,7 @@
 //! Fixed window counter: windows aligned to multiples of `per` since the Unix epoch.
+//!
+//! A window's end saturates: it cannot overflow up to `MAX_TIME`, and past it only the
+//! reported reset time stops being exact (`retry_after` is computed without it).
 
 use crate::algorithm::Quota;
 use crate::clock::UnixNanos;
@@ -26,13 +29,14 @@ impl FixedWindow {
         let per = quota.per_ns();
         let window = now - now % per;
         let used = self.used_at(window);
-        let allowed = used + cost <= quota.rate();
+        let allowed = used.saturating_add(cost) <= quota.rate();
         let used_after = if allowed { used + cost } else { used };
+        let end = window.saturating_add(per);
         Decision {
             allowed,
             remaining: quota.rate().saturating_sub(used_after),
-            reset_at: if used_after == 0 { now } else { window + per },
-            retry_after: if allowed { 0 } else { window + per - now },
+            reset_at: if used_after == 0 { now } else { end },
+            retry_after: if allowed { 0 } else { per - now % per },
             limit: quota.rate(),
             algorithm: quota.algorithm(),
             cost,
@@ -42,7 +46,7 @@ impl FixedWindow {
     pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
         let per = quota.per_ns();
         let window = now - now % per;
-        self.used = self.used_at(window) + cost;
+        self.used = self.used_at(window).saturating_add(cost);
         self.start = window;
     }
 }

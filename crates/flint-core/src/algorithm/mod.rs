@@ -202,7 +202,7 @@ impl LimitState {
             return LimitState::SlidingWindowLog(log.clone());
         }
         let (remaining, _) = self.peek(old, now);
-        let consumed = (old.rate() - remaining).min(new.rate());
+        let consumed = old.rate().saturating_sub(remaining).min(new.rate());
         let mut state = LimitState::full(new.algorithm());
         if consumed > 0 {
             state.consume(new, now, consumed);

@@ -4,6 +4,13 @@
 //! timestamp share a run. Every run stores the running total of all costs ever consumed
 //! up to and including it, so the sum inside the window is one subtraction and the
 //! first run still inside the window is a binary search: no check costs O(rate).
+//!
+//! The running totals wrap at the end of u64 (after ~18 million full-rate checks at
+//! the largest rate): every use of them is a difference of two totals, which wrapping
+//! arithmetic keeps exact as long as the true difference fits in u64, and it is at most
+//! the sum of the runs kept (at most `MAX_RATE`). Expiry compares `now - at` with the
+//! period, which cannot overflow for any time (runs are never after `now`); only the
+//! reported reset time `at + per` saturates, past `MAX_TIME`.
 
 use std::collections::VecDeque;
 
@@ -16,7 +23,8 @@ use crate::decision::Decision;
 pub struct Run {
     /// When they were allowed.
     pub at: UnixNanos,
-    /// Total of all costs consumed up to and including this run.
+    /// Total of all costs consumed up to and including this run (wrapping at the end
+    /// of u64: only differences of totals mean anything).
     pub total: u64,
 }
 
@@ -25,8 +33,15 @@ pub struct Run {
 pub struct SlidingLog {
     /// Runs that may still be inside the window, oldest first.
     pub runs: VecDeque<Run>,
-    /// Running total at the end of the newest run that has left the window.
+    /// Running total at the end of the newest run that has left the window (wrapping,
+    /// like the runs' totals).
     pub expired_total: u64,
+}
+
+/// Whether a run at `at` has left the window `(now - per, now]`: `at + per <= now`,
+/// written so that it cannot overflow.
+fn expired(at: UnixNanos, per: u64, now: UnixNanos) -> bool {
+    now.saturating_sub(at) >= per
 }
 
 impl SlidingLog {
@@ -37,7 +52,7 @@ impl SlidingLog {
     /// Index of the first run inside the window `(now - per, now]`, and the running
     /// total just before it.
     fn window(&self, per: u64, now: UnixNanos) -> (usize, u64) {
-        let first = self.runs.partition_point(|r| r.at + per <= now);
+        let first = self.runs.partition_point(|r| expired(r.at, per, now));
         let before = match first.checked_sub(1).and_then(|i| self.runs.get(i)) {
             Some(run) => run.total,
             None => self.expired_total,
@@ -50,8 +65,8 @@ impl SlidingLog {
         let rate = quota.rate();
         let (first, before) = self.window(per, now);
         let total = self.total();
-        let used = total - before;
-        let allowed = used + cost <= rate;
+        let used = total.wrapping_sub(before);
+        let allowed = used.saturating_add(cost) <= rate;
         let used_after = if allowed { used + cost } else { used };
         let newest = if allowed && cost > 0 {
             Some(now)
@@ -67,19 +82,19 @@ impl SlidingLog {
             // no run before `first` can satisfy it (the request would then be allowed).
             let index = self
                 .runs
-                .partition_point(|r| total - r.total + cost > rate)
+                .partition_point(|r| total.wrapping_sub(r.total).saturating_add(cost) > rate)
                 .max(first);
             let run = self
                 .runs
                 .get(index)
                 .copied()
                 .unwrap_or(Run { at: now, total });
-            (run.at + per).saturating_sub(now)
+            per.saturating_sub(now.saturating_sub(run.at))
         };
         Decision {
             allowed,
             remaining: rate.saturating_sub(used_after),
-            reset_at: newest.map_or(now, |at| at + per),
+            reset_at: newest.map_or(now, |at| at.saturating_add(per)),
             retry_after,
             limit: quota.rate(),
             algorithm: quota.algorithm(),
@@ -90,13 +105,13 @@ impl SlidingLog {
     pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
         let per = quota.per_ns();
         while let Some(front) = self.runs.front() {
-            if front.at + per > now {
+            if !expired(front.at, per, now) {
                 break;
             }
             self.expired_total = front.total;
             self.runs.pop_front();
         }
-        let total = self.total() + cost;
+        let total = self.total().wrapping_add(cost);
         match self.runs.back_mut() {
             Some(back) if back.at == now => back.total = total,
             _ => self.runs.push_back(Run { at: now, total }),

@@ -3,6 +3,9 @@
 //! Time is scaled by `rate` (one scaled unit is `1/rate` ns), so the emission interval
 //! of one token is exactly `per_ns` scaled units and no division is ever rounded in
 //! the state. The bucket is full when the theoretical arrival time is not after now.
+//!
+//! Scaled times are u128: `u64::MAX * MAX_RATE` plus a capacity is far below
+//! `u128::MAX`, so no time, even past `MAX_TIME`, overflows them.
 
 use crate::algorithm::Quota;
 use crate::clock::UnixNanos;
@@ -41,7 +44,7 @@ impl TokenBucket {
                 allowed: false,
                 remaining: div(now_scaled + capacity - base, per) as u64,
                 reset_at: scaled_to_nanos_ceil(base, rate).max(now),
-                retry_after: allowed_at - now,
+                retry_after: allowed_at.saturating_sub(now),
                 limit: quota.rate(),
                 algorithm: quota.algorithm(),
                 cost,
@@ -74,8 +77,10 @@ fn div(a: u128, b: u128) -> u128 {
     }
 }
 
+/// Scaled time back to nanoseconds, rounded up; saturates at the end of u64, which
+/// only times after `MAX_TIME` can reach.
 fn scaled_to_nanos_ceil(scaled: u128, rate: u128) -> UnixNanos {
-    scaled.div_ceil(rate) as UnixNanos
+    UnixNanos::try_from(scaled.div_ceil(rate)).unwrap_or(UnixNanos::MAX)
 }
 
 #[cfg(test)]
