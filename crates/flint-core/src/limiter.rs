@@ -26,7 +26,7 @@ use crate::storage::file::FileBackend;
 use crate::storage::format::{
     encode_log_header, LOG_FILE, MAX_CHECK_ALL_ITEMS, MAX_KEY_LEN, SNAPSHOT_FILE,
 };
-use crate::storage::record::Event;
+use crate::storage::record::{CheckAllItem, Event};
 use crate::storage::recovery::{self, TornTail};
 use crate::storage::snapshot::{self, Covers};
 
@@ -491,11 +491,20 @@ impl Limiter {
             let event = Event::CheckAll {
                 at: now,
                 allowed,
-                items: merged.clone(),
+                items: merged
+                    .iter()
+                    .zip(&outcomes)
+                    .map(|(&(id, cost), outcome)| CheckAllItem {
+                        id,
+                        cost,
+                        lacked_room: !outcome.allowed,
+                    })
+                    .collect(),
             };
             let seq = shared.append(&mut core, &event)?;
             let mut shown = Vec::with_capacity(merged.len());
             for (&(id, cost), outcome) in merged.iter().zip(&outcomes) {
+                let lacked_room = !outcome.allowed;
                 let mut outcome = *outcome;
                 if !allowed {
                     // Nothing was consumed: report the key as it stands.
@@ -504,8 +513,14 @@ impl Limiter {
                     }
                     outcome.allowed = false;
                 }
-                core.registry
-                    .apply_check(id, now, cost, allowed, Some(outcome.remaining));
+                core.registry.apply_check_all_item(
+                    id,
+                    now,
+                    cost,
+                    allowed,
+                    lacked_room,
+                    Some(outcome.remaining),
+                );
                 shown.push(outcome);
             }
             let registry = &core.registry;

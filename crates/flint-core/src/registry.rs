@@ -9,7 +9,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::algorithm::{LimitState, Quota};
 use crate::clock::UnixNanos;
-use crate::storage::record::Event;
+use crate::storage::record::{CheckAllItem, Event};
 
 /// How many decisions a key remembers for `history()` unless configured otherwise.
 pub const DEFAULT_HISTORY_CAPACITY: usize = 100;
@@ -38,6 +38,21 @@ pub struct HistoryEvent {
     pub allowed: bool,
     /// Units left after the decision.
     pub remaining: u64,
+    /// True when the request was denied only because another key of the same
+    /// all-or-nothing check lacked room (this key had room; no denial was counted on
+    /// it).
+    pub blocked_by_other: bool,
+}
+
+/// How one key took part in a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Allowed: its cost was consumed.
+    Allowed,
+    /// Denied for lack of room on this key.
+    Denied,
+    /// Denied only because another key of the same check-all lacked room.
+    Blocked,
 }
 
 /// Everything the engine knows about one key.
@@ -199,6 +214,38 @@ impl Registry {
         allowed: bool,
         remaining: Option<u64>,
     ) -> bool {
+        let part = if allowed { Part::Allowed } else { Part::Denied };
+        self.record(id, at, cost, part, remaining)
+    }
+
+    /// Records the part of `id` in an all-or-nothing check: consumed when the check
+    /// was `allowed`; otherwise a denial counted on `id` only when it `lacked_room`, and
+    /// a decision blocked by another key (history only) when it had room.
+    pub fn apply_check_all_item(
+        &mut self,
+        id: u32,
+        at: UnixNanos,
+        cost: u64,
+        allowed: bool,
+        lacked_room: bool,
+        remaining: Option<u64>,
+    ) -> bool {
+        let part = match (allowed, lacked_room) {
+            (true, _) => Part::Allowed,
+            (false, true) => Part::Denied,
+            (false, false) => Part::Blocked,
+        };
+        self.record(id, at, cost, part, remaining)
+    }
+
+    fn record(
+        &mut self,
+        id: u32,
+        at: UnixNanos,
+        cost: u64,
+        part: Part,
+        remaining: Option<u64>,
+    ) -> bool {
         self.see(at);
         let capacity = self.history_capacity;
         let Some(entry) = self.get_mut(id) else {
@@ -206,13 +253,18 @@ impl Registry {
         };
         // Counters saturate: a key checked at the largest rate for long enough would
         // pass u64::MAX in its cost counters, and a stuck maximum beats a wrap to zero.
-        if allowed {
-            entry.state.consume(&entry.quota, at, cost);
-            entry.counters.allowed = entry.counters.allowed.saturating_add(1);
-            entry.counters.allowed_cost = entry.counters.allowed_cost.saturating_add(cost);
-        } else {
-            entry.counters.denied = entry.counters.denied.saturating_add(1);
-            entry.counters.denied_cost = entry.counters.denied_cost.saturating_add(cost);
+        let c = &mut entry.counters;
+        match part {
+            Part::Allowed => {
+                entry.state.consume(&entry.quota, at, cost);
+                c.allowed = c.allowed.saturating_add(1);
+                c.allowed_cost = c.allowed_cost.saturating_add(cost);
+            }
+            Part::Denied => {
+                c.denied = c.denied.saturating_add(1);
+                c.denied_cost = c.denied_cost.saturating_add(cost);
+            }
+            Part::Blocked => {}
         }
         entry.last_seen = at;
         if capacity > 0 {
@@ -224,8 +276,9 @@ impl Registry {
             history.push_back(HistoryEvent {
                 at,
                 cost,
-                allowed,
+                allowed: part == Part::Allowed,
                 remaining,
+                blocked_by_other: part == Part::Blocked,
             });
         }
         true
@@ -276,11 +329,16 @@ impl Registry {
                 allowed,
             } => self.apply_check(*id, *at, *cost, *allowed, None),
             Event::CheckAll { at, allowed, items } => {
-                if let Some((id, _)) = items.iter().find(|(id, _)| self.get(*id).is_none()) {
-                    return Err(format!("check-all record names unknown key id {id}"));
+                if let Some(item) = items.iter().find(|i| self.get(i.id).is_none()) {
+                    return Err(format!("check-all record names unknown key id {}", item.id));
                 }
-                for (id, cost) in items {
-                    self.apply_check(*id, *at, *cost, *allowed, None);
+                for &CheckAllItem {
+                    id,
+                    cost,
+                    lacked_room,
+                } in items
+                {
+                    self.apply_check_all_item(id, *at, cost, *allowed, lacked_room, None);
                 }
                 true
             }

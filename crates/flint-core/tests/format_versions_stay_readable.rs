@@ -49,20 +49,28 @@ fn assert_v1_state(limiter: &flint_core::Limiter) {
     for key in ["fw", "sw", "tb"] {
         assert_eq!(limiter.history(key, 100).unwrap().len(), 15, "{key}");
     }
-    let last: Vec<(u64, u64, bool, u64)> = limiter
+    let last: Vec<(u64, u64, bool, u64, bool)> = limiter
         .history("tb", 3)
         .unwrap()
         .iter()
-        .map(|h| (h.at - START, h.cost, h.allowed, h.remaining))
+        .map(|h| {
+            (
+                h.at - START,
+                h.cost,
+                h.allowed,
+                h.remaining,
+                h.blocked_by_other,
+            )
+        })
         .collect();
     // A version 1 check-all record does not say which key lacked room: the denied
     // check-all at +42 s counts as a denial on every key, as it did in Flint 0.1.
     assert_eq!(
         last,
         vec![
-            (12 * SEC, 1, false, 1),
-            (42 * SEC, 2, true, 4),
-            (42 * SEC, 1, false, 4),
+            (12 * SEC, 1, false, 1, false),
+            (42 * SEC, 2, true, 4, false),
+            (42 * SEC, 1, false, 4, false),
         ]
     );
     assert!(limiter.status("gone").unwrap().is_none());

@@ -213,6 +213,20 @@ impl<'a> Cursor<'a> {
         self.array::<1>(field).map(|[b]| b)
     }
 
+    /// A byte that must be 0 (false) or 1 (true).
+    pub fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        let at = self.offset();
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(DecodeError::bad_value(
+                at,
+                field,
+                format!("{other} is neither 0 nor 1"),
+            )),
+        }
+    }
+
     /// A little-endian `u16`.
     #[inline]
     pub fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {

@@ -20,7 +20,7 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"FLINTSNP";
 pub const LOG_VERSION: u32 = 2;
 /// The snapshot format version this build writes; it reads every version from 1 up to
 /// it. Versioned apart from the log: each file changes on its own.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// Length of the log header: magic, version, flags, generation, reserved, crc32c.
 pub const LOG_HEADER_LEN: u64 = 32;
@@ -42,7 +42,8 @@ pub mod kind {
     pub const CHECK_ALLOWED: u8 = 2;
     /// A check was denied and consumed nothing.
     pub const CHECK_DENIED: u8 = 3;
-    /// An all-or-nothing check of several keys.
+    /// An all-or-nothing check of several keys, without saying which keys lacked room
+    /// (written by log version 1 only; still read).
     pub const CHECK_ALL: u8 = 4;
     /// A key was reset to full capacity.
     pub const RESET: u8 = 5;
@@ -51,6 +52,24 @@ pub mod kind {
     /// The log was synced (`fdatasync`) through a byte offset of this log: the
     /// durability watermark. Changes no limiter state. Since log version 2.
     pub const SYNCED: u8 = 7;
+    /// An all-or-nothing check of several keys, with a flags byte per key saying
+    /// whether it lacked room. Since log version 2.
+    pub const CHECK_ALL_PER_KEY: u8 = 8;
+}
+
+/// Flags of one key of a [`kind::CHECK_ALL_PER_KEY`] record. Persisted.
+pub mod check_all_flags {
+    /// The key lacked room for its cost (it is why a denied check-all was denied).
+    pub const LACKED_ROOM: u8 = 1;
+}
+
+/// Flags of one history entry in a snapshot (version 2; version 1 has 0 or 1 for
+/// allowed). Persisted.
+pub mod history_flags {
+    /// The decision allowed the request.
+    pub const ALLOWED: u8 = 1;
+    /// Denied only because another key of the same check-all lacked room.
+    pub const BLOCKED_BY_OTHER: u8 = 2;
 }
 
 /// Encodes the log header for `generation`, at the current [`LOG_VERSION`].

@@ -8,7 +8,7 @@ use crate::clock::UnixNanos;
 use crate::duration::Period;
 use crate::storage::codec::{Cursor, DecodeError, DecodeReason, Fixed};
 use crate::storage::format::{
-    kind, FRAME_HEADER_LEN, MAX_CHECK_ALL_ITEMS, MAX_KEY_LEN, MAX_PAYLOAD_LEN,
+    check_all_flags, kind, FRAME_HEADER_LEN, MAX_CHECK_ALL_ITEMS, MAX_KEY_LEN, MAX_PAYLOAD_LEN,
 };
 
 /// One change to limiter state, as logged. Keys are interned: only `Configure` carries
@@ -43,8 +43,8 @@ pub enum Event {
         at: UnixNanos,
         /// Whether all were allowed (and so consumed).
         allowed: bool,
-        /// (key id, cost) per distinct key.
-        items: Vec<(u32, u64)>,
+        /// One per distinct key.
+        items: Vec<CheckAllItem>,
     },
     /// A key went back to full capacity.
     Reset {
@@ -69,6 +69,20 @@ pub enum Event {
         /// Offset in this log up to which the sync made the log durable.
         through: u64,
     },
+}
+
+/// One key of a check-all record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckAllItem {
+    /// The key's id.
+    pub id: u32,
+    /// The key's cost (the sum when the key was named more than once).
+    pub cost: u64,
+    /// Whether this key lacked room for its cost: a denied check-all counts a denial
+    /// only on such keys; the others were blocked by them. Always false when the
+    /// check-all was allowed. A version 1 record (kind 4) does not say, so it decodes
+    /// with every key of a denial marked as lacking room, which is how it was counted.
+    pub lacked_room: bool,
 }
 
 impl Event {
@@ -115,13 +129,18 @@ impl Event {
                 out.extend_from_slice(&cost.to_le_bytes());
             }
             Event::CheckAll { at, allowed, items } => {
-                out.push(kind::CHECK_ALL);
+                out.push(kind::CHECK_ALL_PER_KEY);
                 out.extend_from_slice(&at.to_le_bytes());
                 out.push(u8::from(*allowed));
                 out.extend_from_slice(&(items.len() as u32).to_le_bytes());
-                for (id, cost) in items {
-                    out.extend_from_slice(&id.to_le_bytes());
-                    out.extend_from_slice(&cost.to_le_bytes());
+                for item in items {
+                    out.extend_from_slice(&item.id.to_le_bytes());
+                    out.extend_from_slice(&item.cost.to_le_bytes());
+                    out.push(if item.lacked_room {
+                        check_all_flags::LACKED_ROOM
+                    } else {
+                        0
+                    });
                 }
             }
             Event::Reset { id, at } | Event::Remove { id, at } => {
@@ -193,11 +212,12 @@ impl Event {
                 cost: r.u64("cost")?,
                 allowed: kind == kind::CHECK_ALLOWED,
             },
-            kind::CHECK_ALL => {
+            kind::CHECK_ALL | kind::CHECK_ALL_PER_KEY => {
+                let per_key = kind == kind::CHECK_ALL_PER_KEY;
                 let at = r.u64("time")?;
-                let allowed = r.u8("allowed flag")? != 0;
+                let allowed = r.bool("allowed flag")?;
                 let count_at = r.offset();
-                let count = r.count("item count", 12)?;
+                let count = r.count("item count", if per_key { 13 } else { 12 })?;
                 if count > MAX_CHECK_ALL_ITEMS {
                     return Err(DecodeError::bad_value(
                         count_at,
@@ -207,7 +227,29 @@ impl Event {
                 }
                 let mut items = Vec::with_capacity(count);
                 for _ in 0..count {
-                    items.push((r.u32("key id")?, r.u64("cost")?));
+                    let id = r.u32("key id")?;
+                    let cost = r.u64("cost")?;
+                    let lacked_room = if per_key {
+                        let flags_at = r.offset();
+                        match r.u8("item flags")? {
+                            0 => false,
+                            check_all_flags::LACKED_ROOM => true,
+                            other => {
+                                return Err(DecodeError::bad_value(
+                                    flags_at,
+                                    "item flags",
+                                    format!("unknown flags {other:#04x}"),
+                                ))
+                            }
+                        }
+                    } else {
+                        !allowed
+                    };
+                    items.push(CheckAllItem {
+                        id,
+                        cost,
+                        lacked_room,
+                    });
                 }
                 Event::CheckAll { at, allowed, items }
             }
@@ -302,6 +344,62 @@ pub fn find_valid_frame_after(log: &[u8], from: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
+    fn item(id: u32, cost: u64, lacked_room: bool) -> CheckAllItem {
+        CheckAllItem {
+            id,
+            cost,
+            lacked_room,
+        }
+    }
+
+    #[test]
+    fn a_version_1_check_all_decodes_with_every_key_of_a_denial_lacking_room() {
+        let mut payload = vec![kind::CHECK_ALL];
+        payload.extend_from_slice(&45u64.to_le_bytes());
+        payload.push(0);
+        payload.extend_from_slice(&2u32.to_le_bytes());
+        for (id, cost) in [(3u32, 1u64), (9, 2)] {
+            payload.extend_from_slice(&id.to_le_bytes());
+            payload.extend_from_slice(&cost.to_le_bytes());
+        }
+        assert_eq!(
+            Event::decode(&payload, 0).unwrap(),
+            Event::CheckAll {
+                at: 45,
+                allowed: false,
+                items: vec![item(3, 1, true), item(9, 2, true)],
+            }
+        );
+        payload[9] = 1;
+        let Event::CheckAll { items, .. } = Event::decode(&payload, 0).unwrap() else {
+            unreachable!()
+        };
+        assert!(items.iter().all(|i| !i.lacked_room));
+        payload[9] = 2;
+        assert!(Event::decode(&payload, 0).is_err(), "allowed is 0 or 1");
+    }
+
+    #[test]
+    fn a_check_all_records_which_keys_lacked_room() {
+        let mut frame = Vec::new();
+        Event::CheckAll {
+            at: 45,
+            allowed: false,
+            items: vec![item(3, 1, false), item(9, 2, true)],
+        }
+        .encode_frame(&mut frame);
+        let payload = &mut frame[FRAME_HEADER_LEN as usize..];
+        assert_eq!(payload[0], kind::CHECK_ALL_PER_KEY);
+        assert_eq!(payload.len(), 14 + 2 * 13);
+        assert_eq!(
+            (payload[26], payload[39]),
+            (0, check_all_flags::LACKED_ROOM)
+        );
+        payload[26] = 0x80;
+        let err = Event::decode(payload, 100).unwrap_err();
+        assert_eq!(err.offset, 126);
+    }
+
     fn events() -> Vec<Event> {
         let quota = Quota::new(100, "1m".parse().unwrap(), Algorithm::SlidingWindowLog).unwrap();
         vec![
@@ -326,7 +424,12 @@ mod tests {
             Event::CheckAll {
                 at: 45,
                 allowed: true,
-                items: vec![(3, 1), (9, 2)],
+                items: vec![item(3, 1, false), item(9, 2, false)],
+            },
+            Event::CheckAll {
+                at: 45,
+                allowed: false,
+                items: vec![item(3, 1, false), item(9, 2, true)],
             },
             Event::Reset { id: 3, at: 46 },
             Event::Remove { id: 3, at: 47 },

@@ -6,7 +6,7 @@ use crate::algorithm::{Algorithm, FixedWindow, LimitState, Quota, Run, SlidingLo
 use crate::duration::Period;
 use crate::registry::{Counters, Entry, HistoryEvent, Registry};
 use crate::storage::codec::{Cursor, DecodeError, DecodeReason};
-use crate::storage::format::{MAX_KEY_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+use crate::storage::format::{history_flags, MAX_KEY_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 
 /// The log position a snapshot covers: every record of log `generation` before
 /// byte `offset` is included in it.
@@ -67,7 +67,14 @@ pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
             out.extend_from_slice(&h.at.to_le_bytes());
             out.extend_from_slice(&h.cost.to_le_bytes());
             out.extend_from_slice(&h.remaining.to_le_bytes());
-            out.push(u8::from(h.allowed));
+            let mut flags = 0;
+            if h.allowed {
+                flags |= history_flags::ALLOWED;
+            }
+            if h.blocked_by_other {
+                flags |= history_flags::BLOCKED_BY_OTHER;
+            }
+            out.push(flags);
         }
     }
     let crc = crc32c::crc32c(&out);
@@ -171,11 +178,30 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
         } else {
             let mut events = VecDeque::with_capacity(history_len.min(history_capacity));
             for _ in 0..history_len {
+                let at = r.u64("history time")?;
+                let cost = r.u64("history cost")?;
+                let remaining = r.u64("history remaining")?;
+                let flags_at = r.offset();
+                let flags = r.u8("history flags")?;
+                // Version 1 wrote 0 or 1 (allowed); version 2 adds "blocked by another key".
+                let known = if version == 1 {
+                    history_flags::ALLOWED
+                } else {
+                    history_flags::ALLOWED | history_flags::BLOCKED_BY_OTHER
+                };
+                if flags & !known != 0 {
+                    return Err(DecodeError::bad_value(
+                        flags_at,
+                        "history flags",
+                        format!("unknown flags {flags:#04x}"),
+                    ));
+                }
                 let event = HistoryEvent {
-                    at: r.u64("history time")?,
-                    cost: r.u64("history cost")?,
-                    remaining: r.u64("history remaining")?,
-                    allowed: r.u8("history outcome")? != 0,
+                    at,
+                    cost,
+                    remaining,
+                    allowed: flags & history_flags::ALLOWED != 0,
+                    blocked_by_other: flags & history_flags::BLOCKED_BY_OTHER != 0,
                 };
                 if events.len() == history_capacity {
                     events.pop_front();
@@ -225,6 +251,8 @@ mod tests {
                 registry.apply_check(id as u32, t0 + i, 2, i < 5, None);
             }
         }
+        registry.apply_check_all_item(0, t0 + 7, 1, false, false, None);
+        registry.apply_check_all_item(2, t0 + 7, 9, false, true, None);
         registry.apply_remove(1, t0 + 10);
         registry
     }
@@ -242,6 +270,45 @@ mod tests {
         assert_eq!(decoded.next_id(), 3);
         assert_eq!(decoded.lookup("k2"), Some(2));
         assert_eq!(decoded.lookup("k1"), None);
+    }
+
+    #[test]
+    fn history_flags_say_allowed_and_blocked_by_another_key() {
+        let registry = sample();
+        let history = registry.get(0).unwrap().history.as_deref().unwrap();
+        let last = history.back().unwrap();
+        assert!(!last.allowed && last.blocked_by_other);
+        let bytes = encode(
+            &registry,
+            Covers {
+                generation: 0,
+                offset: 32,
+            },
+        );
+        // The last byte of key 0's history is that entry's flags.
+        let (decoded, _) = decode(&bytes, 4).unwrap();
+        assert_eq!(
+            decoded.get(0).unwrap().history.as_deref().unwrap().back(),
+            Some(last)
+        );
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes(), "written as version 2");
+        // Version 1 knew only "allowed": the same bytes labelled version 1 are refused.
+        let mut v1 = bytes[..bytes.len() - 4].to_vec();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let err = decode(&v1, 4).unwrap_err();
+        assert!(
+            matches!(
+                err.reason,
+                DecodeReason::BadValue {
+                    field: "history flags",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(v1[err.offset as usize], history_flags::BLOCKED_BY_OTHER);
     }
 
     #[test]
