@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use flint_core::state::Registry;
+use flint_core::registry::Registry;
 use flint_core::{Algorithm, Limiter, ManualClock, Options, Quota, SyncMode};
 
 const START: u64 = 1_700_000_000_000_000_000;

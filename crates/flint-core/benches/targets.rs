@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flint_core::state::Registry;
+use flint_core::registry::Registry;
 use flint_core::{Algorithm, Limiter, ManualClock, Options, Quota, SyncMode, MAX_RATE};
 
 /// Counts live heap bytes, for the memory-per-key figure.

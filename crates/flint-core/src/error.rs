@@ -60,13 +60,13 @@ pub enum Error {
         reason: String,
     },
     /// A file was written by a newer (or unknown) version of the format.
-    #[error("{} has format version {found}, this build reads version {supported}: upgrade Flint", file.display())]
+    #[error("{} has format version {found}, this build reads versions 1 to {supported}: upgrade Flint", file.display())]
     UnsupportedVersion {
         /// The file.
         file: PathBuf,
         /// The version found in its header.
         found: u32,
-        /// The version this build reads and writes.
+        /// The newest version of this file this build reads (and the one it writes).
         supported: u32,
     },
     /// An earlier write or sync failed; the engine refuses further writes (fail-stop)

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use crate::algorithm::Quota;
 use crate::clock::UnixNanos;
 use crate::error::{Error, Result};
-use crate::state::Counters;
+use crate::registry::Counters;
 
 /// A key's limit, current capacity and counters.
 #[derive(Debug, Clone, PartialEq, Eq)]

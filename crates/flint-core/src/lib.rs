@@ -37,7 +37,7 @@ mod flusher;
 mod group_commit;
 pub mod inspect;
 pub mod limiter;
-pub mod state;
+pub mod registry;
 pub mod storage;
 
 /// The storage seam: implement [`Backend`](backend::Backend) to put a data directory
@@ -50,10 +50,12 @@ pub mod backend {
 }
 
 pub use algorithm::{Algorithm, Quota, MAX_RATE};
-pub use clock::{from_unix_seconds, to_unix_seconds, Clock, ManualClock, SystemClock, UnixNanos};
+pub use clock::{
+    from_unix_seconds, to_unix_seconds, Clock, ManualClock, SystemClock, UnixNanos, MAX_TIME,
+};
 pub use decision::{Decision, ItemDecision, LimitChange, MultiDecision};
 pub use duration::Period;
 pub use error::{Error, Result};
 pub use inspect::{CheckLevel, DoctorCheck, DoctorReport, Status, TopBy};
 pub use limiter::{CompactReport, Deferred, Limiter, Options, Pending, PendingFuture, SyncMode};
-pub use state::{Counters, HistoryEvent};
+pub use registry::{Counters, HistoryEvent};

@@ -17,17 +17,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use crate::algorithm::{Outcome, Quota};
+use crate::algorithm::Quota;
 use crate::clock::{Clock, SystemClock, UnixNanos};
 use crate::decision::{Decision, ItemDecision, LimitChange, MultiDecision};
 use crate::error::{Error, Result};
 use crate::group_commit::{Durable, GroupCommit};
 use crate::inspect::{DoctorReport, Status, TopBy};
-use crate::state::{Entry, HistoryEvent, Registry, DEFAULT_HISTORY_CAPACITY};
+use crate::registry::{Entry, HistoryEvent, Registry, DEFAULT_HISTORY_CAPACITY};
 use crate::storage::backend::{Backend, DirLock, LogFile};
 use crate::storage::file::FileBackend;
 use crate::storage::format::{LOG_FILE, MAX_CHECK_ALL_ITEMS, MAX_KEY_LEN};
-use crate::storage::record::Event;
+use crate::storage::record::{CheckAllItem, Event};
 use crate::storage::recovery::{self, TornTail};
 use crate::storage::sys;
 
@@ -283,7 +283,7 @@ fn validate_cost(key: &str, cost: u64, quota: &Quota) -> Result<()> {
     Ok(())
 }
 
-fn decision(quota: &Quota, outcome: Outcome, cost: u64) -> Decision {
+fn decision(quota: &Quota, outcome: Decision, cost: u64) -> Decision {
     Decision {
         allowed: outcome.allowed,
         remaining: outcome.remaining,
@@ -861,7 +861,7 @@ impl Shared {
                 ),
             ));
         }
-        let outcomes: Vec<Outcome> = merged
+        let outcomes: Vec<Decision> = merged
             .iter()
             .filter_map(|&(id, cost)| {
                 core.registry
@@ -870,15 +870,25 @@ impl Shared {
             })
             .collect();
         let allowed = outcomes.iter().all(|o| o.allowed);
+        // A denial counts only on the keys that lacked room; the others were blocked.
         let event = Event::CheckAll {
             at: now,
             allowed,
-            items: merged.clone(),
+            items: merged
+                .iter()
+                .zip(&outcomes)
+                .map(|(&(id, cost), outcome)| CheckAllItem {
+                    id,
+                    cost,
+                    lacked_room: !outcome.allowed,
+                })
+                .collect(),
         };
         let seq = self.append(&mut core, &event)?;
         let shown = self.apply(&mut core, |registry| {
             let mut shown = Vec::with_capacity(merged.len());
             for (&(id, cost), outcome) in merged.iter().zip(&outcomes) {
+                let lacked_room = !outcome.allowed;
                 let mut outcome = *outcome;
                 if !allowed {
                     // Nothing was consumed: report the key as it stands.
@@ -887,7 +897,14 @@ impl Shared {
                     }
                     outcome.allowed = false;
                 }
-                registry.apply_check(id, now, cost, allowed, Some(outcome.remaining));
+                registry.apply_check_all_item(
+                    id,
+                    now,
+                    cost,
+                    allowed,
+                    lacked_room,
+                    Some(outcome.remaining),
+                );
                 shown.push(outcome);
             }
             shown

@@ -103,7 +103,9 @@ fn compaction_syncs_the_log_through_what_its_snapshot_covers_before_writing_it()
                 (registry.get(id).unwrap().counters.allowed, covers)
             });
             let log = image.contents(LOG_FILE).expect("the image has a log");
-            let (log_generation, _) = decode_log_header(&log).expect("a valid log header");
+            let log_generation = decode_log_header(&log)
+                .expect("a valid log header")
+                .generation;
             if let Some((_, covers)) = covered {
                 if covers.generation == log_generation {
                     snapshot_beside_its_own_log += 1;
@@ -159,7 +161,7 @@ fn a_snapshot_covering_more_than_the_log_holds_opens_from_the_snapshot_alone() {
     std::fs::write(dir.join(LOG_FILE), &durable_log).unwrap();
     let snapshot = std::fs::read(dir.join("flint.snapshot")).unwrap();
     let (_, covers) = snapshot::decode(&snapshot, 16).unwrap();
-    let (log_generation, _) = decode_log_header(&durable_log).unwrap();
+    let log_generation = decode_log_header(&durable_log).unwrap().generation;
     assert_eq!(covers.generation, log_generation);
 
     let limiter = Limiter::open(&dir, options.clone())

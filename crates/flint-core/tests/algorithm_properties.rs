@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use flint_core::algorithm::AlgoState;
+use flint_core::algorithm::LimitState;
 use flint_core::{Algorithm, Limiter, ManualClock, Options, Period, Quota, SyncMode};
 use proptest::prelude::*;
 
@@ -123,7 +123,7 @@ proptest! {
         steps in steps(),
     ) {
         let q = quota(rate, per_ms, algorithm);
-        let mut state = AlgoState::full(algorithm);
+        let mut state = LimitState::full(algorithm);
         let mut model = Model::new(&q);
         let mut now = T0;
         for step in steps {
@@ -158,7 +158,7 @@ proptest! {
     ) {
         let q = quota(rate, per_ms, algorithm);
         let per = q.period().as_nanos();
-        let mut state = AlgoState::full(algorithm);
+        let mut state = LimitState::full(algorithm);
         let mut admitted: Vec<(u64, u64)> = Vec::new();
         let mut now = T0;
         for step in steps {

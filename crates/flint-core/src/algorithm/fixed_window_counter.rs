@@ -1,7 +1,11 @@
 //! Fixed window counter: windows aligned to multiples of `per` since the Unix epoch.
+//!
+//! A window's end saturates: it cannot overflow up to `MAX_TIME`, and past it only the
+//! reported reset time stops being exact (`retry_after` is computed without it).
 
-use crate::algorithm::{Outcome, Quota};
+use crate::algorithm::Quota;
 use crate::clock::UnixNanos;
+use crate::decision::Decision;
 
 /// State of a fixed window counter: which window, and how much it has used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -21,31 +25,35 @@ impl FixedWindow {
         }
     }
 
-    pub(crate) fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Outcome {
+    pub(crate) fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Decision {
         let per = quota.per_ns();
         let window = now - now % per;
         let used = self.used_at(window);
-        let allowed = used + cost <= quota.rate();
+        let allowed = used.saturating_add(cost) <= quota.rate();
         let used_after = if allowed { used + cost } else { used };
-        Outcome {
+        let end = window.saturating_add(per);
+        Decision {
             allowed,
             remaining: quota.rate().saturating_sub(used_after),
-            reset_at: if used_after == 0 { now } else { window + per },
-            retry_after: if allowed { 0 } else { window + per - now },
+            reset_at: if used_after == 0 { now } else { end },
+            retry_after: if allowed { 0 } else { per - now % per },
+            limit: quota.rate(),
+            algorithm: quota.algorithm(),
+            cost,
         }
     }
 
     pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
         let per = quota.per_ns();
         let window = now - now % per;
-        self.used = self.used_at(window) + cost;
+        self.used = self.used_at(window).saturating_add(cost);
         self.start = window;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::algorithm::{AlgoState, Algorithm, Quota};
+    use crate::algorithm::{Algorithm, LimitState, Quota};
     use crate::duration::Period;
 
     const DAY: u64 = 86_400 * 1_000_000_000;
@@ -59,7 +67,7 @@ mod tests {
         )
         .unwrap();
         let midnight = 19_000 * DAY;
-        let mut s = AlgoState::full(Algorithm::FixedWindowCounter);
+        let mut s = LimitState::full(Algorithm::FixedWindowCounter);
         let late = midnight + DAY - 1_000;
         s.consume(&q, late, 2);
         let denied = s.decide(&q, late, 1);

@@ -16,6 +16,7 @@ pub use sliding_window_log::{Run, SlidingLog};
 pub use token_bucket::TokenBucket;
 
 use crate::clock::UnixNanos;
+use crate::decision::Decision;
 use crate::duration::Period;
 use crate::error::{Error, Result};
 
@@ -131,22 +132,9 @@ impl Quota {
     }
 }
 
-/// What an algorithm says about one request. Times are engine nanoseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    /// Whether the request fits.
-    pub allowed: bool,
-    /// Units left after this decision.
-    pub remaining: u64,
-    /// When the key is back to full capacity (after this decision).
-    pub reset_at: UnixNanos,
-    /// How long until a request of the same cost would be allowed; 0 when allowed.
-    pub retry_after: u64,
-}
-
 /// The state one key keeps for its algorithm.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AlgoState {
+pub enum LimitState {
     /// State of a token bucket.
     TokenBucket(TokenBucket),
     /// State of a sliding window log (boxed: it is the largest and the rarest).
@@ -155,32 +143,32 @@ pub enum AlgoState {
     FixedWindowCounter(FixedWindow),
 }
 
-impl AlgoState {
+impl LimitState {
     /// The state of a key at full capacity.
     pub fn full(algorithm: Algorithm) -> Self {
         match algorithm {
-            Algorithm::TokenBucket => AlgoState::TokenBucket(TokenBucket::default()),
-            Algorithm::SlidingWindowLog => AlgoState::SlidingWindowLog(Box::default()),
-            Algorithm::FixedWindowCounter => AlgoState::FixedWindowCounter(FixedWindow::default()),
+            Algorithm::TokenBucket => LimitState::TokenBucket(TokenBucket::default()),
+            Algorithm::SlidingWindowLog => LimitState::SlidingWindowLog(Box::default()),
+            Algorithm::FixedWindowCounter => LimitState::FixedWindowCounter(FixedWindow::default()),
         }
     }
 
     /// Decides whether `cost` units fit at `now`, without changing anything.
     /// `cost` must be in `1..=quota.rate()`.
-    pub fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Outcome {
+    pub fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Decision {
         match self {
-            AlgoState::TokenBucket(s) => s.decide(quota, now, cost),
-            AlgoState::SlidingWindowLog(s) => s.decide(quota, now, cost),
-            AlgoState::FixedWindowCounter(s) => s.decide(quota, now, cost),
+            LimitState::TokenBucket(s) => s.decide(quota, now, cost),
+            LimitState::SlidingWindowLog(s) => s.decide(quota, now, cost),
+            LimitState::FixedWindowCounter(s) => s.decide(quota, now, cost),
         }
     }
 
     /// Consumes `cost` units at `now`: applies a decision that was allowed.
     pub fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
         match self {
-            AlgoState::TokenBucket(s) => s.consume(quota, now, cost),
-            AlgoState::SlidingWindowLog(s) => s.consume(quota, now, cost),
-            AlgoState::FixedWindowCounter(s) => s.consume(quota, now, cost),
+            LimitState::TokenBucket(s) => s.consume(quota, now, cost),
+            LimitState::SlidingWindowLog(s) => s.consume(quota, now, cost),
+            LimitState::FixedWindowCounter(s) => s.consume(quota, now, cost),
         }
     }
 
@@ -194,7 +182,7 @@ impl AlgoState {
     /// Units available at `now` (the first half of [`peek`](Self::peek), cheaper).
     pub fn remaining(&self, quota: &Quota, now: UnixNanos) -> u64 {
         match self {
-            AlgoState::TokenBucket(s) => s.remaining(quota, now),
+            LimitState::TokenBucket(s) => s.remaining(quota, now),
             _ => self.peek(quota, now).0,
         }
     }
@@ -208,14 +196,14 @@ impl AlgoState {
     #[must_use]
     pub fn reconfigure(&self, old: &Quota, new: &Quota, now: UnixNanos) -> Self {
         if old.algorithm() != new.algorithm() {
-            return AlgoState::full(new.algorithm());
+            return LimitState::full(new.algorithm());
         }
-        if let AlgoState::SlidingWindowLog(log) = self {
-            return AlgoState::SlidingWindowLog(log.clone());
+        if let LimitState::SlidingWindowLog(log) = self {
+            return LimitState::SlidingWindowLog(log.clone());
         }
         let (remaining, _) = self.peek(old, now);
-        let consumed = (old.rate() - remaining).min(new.rate());
-        let mut state = AlgoState::full(new.algorithm());
+        let consumed = old.rate().saturating_sub(remaining).min(new.rate());
+        let mut state = LimitState::full(new.algorithm());
         if consumed > 0 {
             state.consume(new, now, consumed);
         }

@@ -4,18 +4,27 @@
 //! timestamp share a run. Every run stores the running total of all costs ever consumed
 //! up to and including it, so the sum inside the window is one subtraction and the
 //! first run still inside the window is a binary search: no check costs O(rate).
+//!
+//! The running totals wrap at the end of u64 (after ~18 million full-rate checks at
+//! the largest rate): every use of them is a difference of two totals, which wrapping
+//! arithmetic keeps exact as long as the true difference fits in u64, and it is at most
+//! the sum of the runs kept (at most `MAX_RATE`). Expiry compares `now - at` with the
+//! period, which cannot overflow for any time (runs are never after `now`); only the
+//! reported reset time `at + per` saturates, past `MAX_TIME`.
 
 use std::collections::VecDeque;
 
-use crate::algorithm::{Outcome, Quota};
+use crate::algorithm::Quota;
 use crate::clock::UnixNanos;
+use crate::decision::Decision;
 
 /// One or more allowed checks at the same time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
     /// When they were allowed.
     pub at: UnixNanos,
-    /// Total of all costs consumed up to and including this run.
+    /// Total of all costs consumed up to and including this run (wrapping at the end
+    /// of u64: only differences of totals mean anything).
     pub total: u64,
 }
 
@@ -24,8 +33,15 @@ pub struct Run {
 pub struct SlidingLog {
     /// Runs that may still be inside the window, oldest first.
     pub runs: VecDeque<Run>,
-    /// Running total at the end of the newest run that has left the window.
+    /// Running total at the end of the newest run that has left the window (wrapping,
+    /// like the runs' totals).
     pub expired_total: u64,
+}
+
+/// Whether a run at `at` has left the window `(now - per, now]`: `at + per <= now`,
+/// written so that it cannot overflow.
+fn expired(at: UnixNanos, per: u64, now: UnixNanos) -> bool {
+    now.saturating_sub(at) >= per
 }
 
 impl SlidingLog {
@@ -36,7 +52,7 @@ impl SlidingLog {
     /// Index of the first run inside the window `(now - per, now]`, and the running
     /// total just before it.
     fn window(&self, per: u64, now: UnixNanos) -> (usize, u64) {
-        let first = self.runs.partition_point(|r| r.at + per <= now);
+        let first = self.runs.partition_point(|r| expired(r.at, per, now));
         let before = match first.checked_sub(1).and_then(|i| self.runs.get(i)) {
             Some(run) => run.total,
             None => self.expired_total,
@@ -44,13 +60,13 @@ impl SlidingLog {
         (first, before)
     }
 
-    pub(crate) fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Outcome {
+    pub(crate) fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Decision {
         let per = quota.per_ns();
         let rate = quota.rate();
         let (first, before) = self.window(per, now);
         let total = self.total();
-        let used = total - before;
-        let allowed = used + cost <= rate;
+        let used = total.wrapping_sub(before);
+        let allowed = used.saturating_add(cost) <= rate;
         let used_after = if allowed { used + cost } else { used };
         let newest = if allowed && cost > 0 {
             Some(now)
@@ -66,33 +82,36 @@ impl SlidingLog {
             // no run before `first` can satisfy it (the request would then be allowed).
             let index = self
                 .runs
-                .partition_point(|r| total - r.total + cost > rate)
+                .partition_point(|r| total.wrapping_sub(r.total).saturating_add(cost) > rate)
                 .max(first);
             let run = self
                 .runs
                 .get(index)
                 .copied()
                 .unwrap_or(Run { at: now, total });
-            (run.at + per).saturating_sub(now)
+            per.saturating_sub(now.saturating_sub(run.at))
         };
-        Outcome {
+        Decision {
             allowed,
             remaining: rate.saturating_sub(used_after),
-            reset_at: newest.map_or(now, |at| at + per),
+            reset_at: newest.map_or(now, |at| at.saturating_add(per)),
             retry_after,
+            limit: quota.rate(),
+            algorithm: quota.algorithm(),
+            cost,
         }
     }
 
     pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
         let per = quota.per_ns();
         while let Some(front) = self.runs.front() {
-            if front.at + per > now {
+            if !expired(front.at, per, now) {
                 break;
             }
             self.expired_total = front.total;
             self.runs.pop_front();
         }
-        let total = self.total() + cost;
+        let total = self.total().wrapping_add(cost);
         match self.runs.back_mut() {
             Some(back) if back.at == now => back.total = total,
             _ => self.runs.push_back(Run { at: now, total }),
@@ -102,7 +121,7 @@ impl SlidingLog {
 
 #[cfg(test)]
 mod tests {
-    use crate::algorithm::{AlgoState, Algorithm, Quota};
+    use crate::algorithm::{Algorithm, LimitState, Quota};
     use crate::duration::Period;
 
     const T0: u64 = 1_700_000_000_000_000_000;
@@ -116,7 +135,7 @@ mod tests {
             Algorithm::SlidingWindowLog,
         )
         .unwrap();
-        let mut s = AlgoState::full(Algorithm::SlidingWindowLog);
+        let mut s = LimitState::full(Algorithm::SlidingWindowLog);
         s.consume(&q, T0, 1);
         s.consume(&q, T0 + SEC / 2, 1);
         let denied = s.decide(&q, T0 + SEC - 1, 1);
@@ -135,10 +154,10 @@ mod tests {
             Algorithm::SlidingWindowLog,
         )
         .unwrap();
-        let mut s = AlgoState::full(Algorithm::SlidingWindowLog);
+        let mut s = LimitState::full(Algorithm::SlidingWindowLog);
         s.consume(&q, T0, 999_999);
         s.consume(&q, T0, 1);
-        let AlgoState::SlidingWindowLog(log) = &s else {
+        let LimitState::SlidingWindowLog(log) = &s else {
             unreachable!()
         };
         assert_eq!(log.runs.len(), 1);

@@ -3,9 +3,13 @@
 //! Time is scaled by `rate` (one scaled unit is `1/rate` ns), so the emission interval
 //! of one token is exactly `per_ns` scaled units and no division is ever rounded in
 //! the state. The bucket is full when the theoretical arrival time is not after now.
+//!
+//! Scaled times are u128: `u64::MAX * MAX_RATE` plus a capacity is far below
+//! `u128::MAX`, so no time, even past `MAX_TIME`, overflows them.
 
-use crate::algorithm::{Outcome, Quota};
+use crate::algorithm::Quota;
 use crate::clock::UnixNanos;
+use crate::decision::Decision;
 
 /// State of a token bucket: the theoretical arrival time, scaled by `rate`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -15,7 +19,7 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub(crate) fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Outcome {
+    pub(crate) fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Decision {
         let rate = u128::from(quota.rate());
         let per = u128::from(quota.per_ns());
         let now_scaled = u128::from(now) * rate;
@@ -23,21 +27,27 @@ impl TokenBucket {
         let base = self.tat.max(now_scaled);
         let after = base + u128::from(cost) * per;
         if after - now_scaled <= capacity {
-            Outcome {
+            Decision {
                 allowed: true,
                 remaining: div(now_scaled + capacity - after, per) as u64,
                 reset_at: scaled_to_nanos_ceil(after, rate).max(now),
                 retry_after: 0,
+                limit: quota.rate(),
+                algorithm: quota.algorithm(),
+                cost,
             }
         } else {
             // Denied means base > now: allowed again at the first t with
             // base + cost*per - t*rate <= capacity.
             let allowed_at = scaled_to_nanos_ceil(after - capacity, rate);
-            Outcome {
+            Decision {
                 allowed: false,
                 remaining: div(now_scaled + capacity - base, per) as u64,
                 reset_at: scaled_to_nanos_ceil(base, rate).max(now),
-                retry_after: allowed_at - now,
+                retry_after: allowed_at.saturating_sub(now),
+                limit: quota.rate(),
+                algorithm: quota.algorithm(),
+                cost,
             }
         }
     }
@@ -67,13 +77,15 @@ fn div(a: u128, b: u128) -> u128 {
     }
 }
 
+/// Scaled time back to nanoseconds, rounded up; saturates at the end of u64, which
+/// only times after `MAX_TIME` can reach.
 fn scaled_to_nanos_ceil(scaled: u128, rate: u128) -> UnixNanos {
-    scaled.div_ceil(rate) as UnixNanos
+    UnixNanos::try_from(scaled.div_ceil(rate)).unwrap_or(UnixNanos::MAX)
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::algorithm::{AlgoState, Algorithm, Quota};
+    use crate::algorithm::{Algorithm, LimitState, Quota};
     use crate::duration::Period;
 
     const T0: u64 = 1_700_000_000_000_000_000;
@@ -86,7 +98,7 @@ mod tests {
     #[test]
     fn refills_continuously() {
         let q = quota(10, "10s");
-        let mut s = AlgoState::full(Algorithm::TokenBucket);
+        let mut s = LimitState::full(Algorithm::TokenBucket);
         for i in 0..10 {
             let o = s.decide(&q, T0, 1);
             assert!(o.allowed);
@@ -105,7 +117,7 @@ mod tests {
     #[test]
     fn retry_after_is_exact_for_uneven_rates() {
         let q = quota(3, "1s");
-        let mut s = AlgoState::full(Algorithm::TokenBucket);
+        let mut s = LimitState::full(Algorithm::TokenBucket);
         s.consume(&q, T0, 3);
         let denied = s.decide(&q, T0, 2);
         assert!(!denied.allowed);

@@ -1,6 +1,8 @@
 //! File names, magic bytes and versions of the data directory. See
 //! `docs/storage-format.md` for the byte-level description.
 
+use crate::storage::codec::{Cursor, DecodeError, DecodeReason};
+
 /// The exclusive lock file; holds the owner's pid as text.
 pub const LOCK_FILE: &str = "flint.lock";
 /// The append-only log.
@@ -14,11 +16,11 @@ pub const TEMP_SUFFIX: &str = ".tmp";
 pub const LOG_MAGIC: [u8; 8] = *b"FLINTLOG";
 /// Magic bytes at the start of the snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"FLINTSNP";
-/// The snapshot format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
-/// The log format version this build writes. Version 2 added the `synced` record (the
-/// durability watermark); version 1 logs are read, and rewritten as version 2 on open.
+/// The log format version this build writes; it reads every version from 1 up to it.
 pub const LOG_VERSION: u32 = 2;
+/// The snapshot format version this build writes; it reads every version from 1 up to
+/// it. Versioned apart from the log: each file changes on its own.
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// Length of the log header: magic, version, flags, generation, reserved, crc32c.
 pub const LOG_HEADER_LEN: u64 = 32;
@@ -40,17 +42,37 @@ pub mod kind {
     pub const CHECK_ALLOWED: u8 = 2;
     /// A check was denied and consumed nothing.
     pub const CHECK_DENIED: u8 = 3;
-    /// An all-or-nothing check of several keys.
+    /// An all-or-nothing check of several keys, without saying which keys lacked room
+    /// (written by log version 1 only; still read).
     pub const CHECK_ALL: u8 = 4;
     /// A key was reset to full capacity.
     pub const RESET: u8 = 5;
     /// A limit was removed.
     pub const REMOVE: u8 = 6;
-    /// The log was synced through an offset (the durability watermark).
+    /// The log was synced (`fdatasync`) through a byte offset of this log: the
+    /// durability watermark. Changes no limiter state. Since log version 2.
     pub const SYNCED: u8 = 7;
+    /// An all-or-nothing check of several keys, with a flags byte per key saying
+    /// whether it lacked room. Since log version 2.
+    pub const CHECK_ALL_PER_KEY: u8 = 8;
 }
 
-/// Encodes the log header for `generation`.
+/// Flags of one key of a [`kind::CHECK_ALL_PER_KEY`] record. Persisted.
+pub mod check_all_flags {
+    /// The key lacked room for its cost (it is why a denied check-all was denied).
+    pub const LACKED_ROOM: u8 = 1;
+}
+
+/// Flags of one history entry in a snapshot (version 2; version 1 has 0 or 1 for
+/// allowed). Persisted.
+pub mod history_flags {
+    /// The decision allowed the request.
+    pub const ALLOWED: u8 = 1;
+    /// Denied only because another key of the same check-all lacked room.
+    pub const BLOCKED_BY_OTHER: u8 = 2;
+}
+
+/// Encodes the log header for `generation`, at the current [`LOG_VERSION`].
 pub fn encode_log_header(generation: u64) -> [u8; LOG_HEADER_LEN as usize] {
     let mut header = [0u8; LOG_HEADER_LEN as usize];
     let mut body = Vec::with_capacity(LOG_HEADER_LEN as usize);
@@ -65,50 +87,61 @@ pub fn encode_log_header(generation: u64) -> [u8; LOG_HEADER_LEN as usize] {
     header
 }
 
-/// Why a log header could not be read.
-#[derive(Debug, PartialEq, Eq)]
-pub enum HeaderError {
-    /// Not a Flint log, or damaged.
-    Invalid(&'static str),
-    /// A Flint log of another format version.
-    Version(u32),
+/// A decoded log header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHeader {
+    /// The format version the log was written in.
+    pub version: u32,
+    /// The log's generation: 0 for a new directory, +1 at every compaction.
+    pub generation: u64,
 }
 
-/// Decodes a log header, returning its generation and format version.
-pub fn decode_log_header(bytes: &[u8]) -> Result<(u64, u32), HeaderError> {
+/// Decodes the log header at the start of `bytes`.
+pub fn decode_log_header(bytes: &[u8]) -> Result<LogHeader, DecodeError> {
+    let truncated = DecodeError::new(
+        0,
+        DecodeReason::Truncated {
+            field: "log header",
+        },
+    );
     let header = bytes
         .get(..LOG_HEADER_LEN as usize)
-        .ok_or(HeaderError::Invalid("the file is shorter than its header"))?;
-    let (body, crc) = header.split_at(28);
-    if body.get(..8) != Some(&LOG_MAGIC[..]) {
-        return Err(HeaderError::Invalid(
-            "the file does not start with FLINTLOG",
+        .ok_or(truncated.clone())?;
+    let (body, _) = header.split_at_checked(28).ok_or(truncated)?;
+    let mut c = Cursor::new(header, 0);
+    if c.take(8, "magic")? != LOG_MAGIC {
+        return Err(DecodeError::new(
+            0,
+            DecodeReason::BadMagic {
+                expected: "FLINTLOG",
+            },
         ));
     }
-    if crc32c::crc32c(body) != u32_at(crc, 0) {
-        return Err(HeaderError::Invalid("the header checksum does not match"));
+    let version_at = c.offset();
+    let version = c.u32("format version")?;
+    c.u32("reserved field")?;
+    let generation = c.u64("generation")?;
+    c.u32("reserved field")?;
+    // The checksum covers the bytes before it: report the damage at their start.
+    if crc32c::crc32c(body) != c.u32("header checksum")? {
+        return Err(DecodeError::new(
+            0,
+            DecodeReason::ChecksumMismatch { what: "log header" },
+        ));
     }
-    let version = u32_at(body, 8);
-    if version != 1 && version != LOG_VERSION {
-        return Err(HeaderError::Version(version));
+    if !(1..=LOG_VERSION).contains(&version) {
+        return Err(DecodeError::new(
+            version_at,
+            DecodeReason::UnsupportedVersion {
+                found: version,
+                supported: LOG_VERSION,
+            },
+        ));
     }
-    Ok((u64_at(body, 16), version))
-}
-
-/// Reads a little-endian u32 at `at`, or 0 past the end (callers check lengths first).
-pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    bytes
-        .get(at..at + 4)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
-}
-
-/// Reads a little-endian u64 at `at`, or 0 past the end (callers check lengths first).
-pub(crate) fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    bytes
-        .get(at..at + 8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
+    Ok(LogHeader {
+        version,
+        generation,
+    })
 }
 
 #[cfg(test)]
@@ -116,18 +149,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn new_logs_are_version_2_and_version_1_headers_still_read() {
+        let header = encode_log_header(3);
+        assert_eq!(header[8..12], 2u32.to_le_bytes());
+        let mut v1 = header;
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[..28]);
+        v1[28..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_log_header(&v1),
+            Ok(LogHeader {
+                version: 1,
+                generation: 3
+            })
+        );
+    }
+
+    #[test]
     fn header_round_trips_and_rejects_damage() {
         let header = encode_log_header(7);
-        assert_eq!(decode_log_header(&header), Ok((7, LOG_VERSION)));
+        assert_eq!(
+            decode_log_header(&header),
+            Ok(LogHeader {
+                version: LOG_VERSION,
+                generation: 7
+            })
+        );
         let mut damaged = header;
         damaged[17] ^= 1;
+        assert_eq!(
+            decode_log_header(&damaged).unwrap_err().reason,
+            DecodeReason::ChecksumMismatch { what: "log header" }
+        );
+        assert_eq!(
+            decode_log_header(&header[..10]).unwrap_err().reason,
+            DecodeReason::Truncated {
+                field: "log header"
+            }
+        );
+        let mut newer = header;
+        newer[8] = 3;
+        let crc = crc32c::crc32c(&newer[..28]);
+        newer[28..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_log_header(&newer).unwrap_err(),
+            DecodeError::new(
+                8,
+                DecodeReason::UnsupportedVersion {
+                    found: 3,
+                    supported: 2
+                }
+            )
+        );
+        let mut other = header;
+        other[0] = b'X';
         assert!(matches!(
-            decode_log_header(&damaged),
-            Err(HeaderError::Invalid(_))
-        ));
-        assert!(matches!(
-            decode_log_header(&header[..10]),
-            Err(HeaderError::Invalid(_))
+            decode_log_header(&other).unwrap_err().reason,
+            DecodeReason::BadMagic { .. }
         ));
     }
 }

@@ -8,6 +8,7 @@
 )]
 
 pub mod backend;
+pub mod codec;
 pub mod file;
 pub mod format;
 pub mod memory;

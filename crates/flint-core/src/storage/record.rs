@@ -6,7 +6,10 @@
 use crate::algorithm::{Algorithm, Quota};
 use crate::clock::UnixNanos;
 use crate::duration::Period;
-use crate::storage::format::{kind, u32_at, u64_at, FRAME_HEADER_LEN, MAX_PAYLOAD_LEN};
+use crate::storage::codec::{Cursor, DecodeError, DecodeReason, Fixed};
+use crate::storage::format::{
+    check_all_flags, kind, FRAME_HEADER_LEN, MAX_CHECK_ALL_ITEMS, MAX_KEY_LEN, MAX_PAYLOAD_LEN,
+};
 
 /// One change to limiter state, as logged. Keys are interned: only `Configure` carries
 /// the key's text; every other record names the key by the id it assigned.
@@ -40,8 +43,8 @@ pub enum Event {
         at: UnixNanos,
         /// Whether all were allowed (and so consumed).
         allowed: bool,
-        /// (key id, cost) per distinct key.
-        items: Vec<(u32, u64)>,
+        /// One per distinct key.
+        items: Vec<CheckAllItem>,
     },
     /// A key went back to full capacity.
     Reset {
@@ -57,14 +60,29 @@ pub enum Event {
         /// When.
         at: UnixNanos,
     },
-    /// The log was synced (`fdatasync`) through byte offset `through` of this log: the
-    /// durability watermark recovery uses to tell a power loss's damage from bit rot.
+    /// The log was synced (`fdatasync`) through byte offset `through` of this log:
+    /// every byte before it was durable when this record was written. Changes no
+    /// limiter state.
     Synced {
-        /// When.
+        /// When the sync completed.
         at: UnixNanos,
-        /// Every byte of this log before this offset was on disk.
+        /// Offset in this log up to which the sync made the log durable.
         through: u64,
     },
+}
+
+/// One key of a check-all record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckAllItem {
+    /// The key's id.
+    pub id: u32,
+    /// The key's cost (the sum when the key was named more than once).
+    pub cost: u64,
+    /// Whether this key lacked room for its cost: a denied check-all counts a denial
+    /// only on such keys; the others were blocked by them. Always false when the
+    /// check-all was allowed. A version 1 record (kind 4) does not say, so it decodes
+    /// with every key of a denial marked as lacking room, which is how it was counted.
+    pub lacked_room: bool,
 }
 
 impl Event {
@@ -111,19 +129,19 @@ impl Event {
                 out.extend_from_slice(&cost.to_le_bytes());
             }
             Event::CheckAll { at, allowed, items } => {
-                out.push(kind::CHECK_ALL);
+                out.push(kind::CHECK_ALL_PER_KEY);
                 out.extend_from_slice(&at.to_le_bytes());
                 out.push(u8::from(*allowed));
                 out.extend_from_slice(&(items.len() as u32).to_le_bytes());
-                for (id, cost) in items {
-                    out.extend_from_slice(&id.to_le_bytes());
-                    out.extend_from_slice(&cost.to_le_bytes());
+                for item in items {
+                    out.extend_from_slice(&item.id.to_le_bytes());
+                    out.extend_from_slice(&item.cost.to_le_bytes());
+                    out.push(if item.lacked_room {
+                        check_all_flags::LACKED_ROOM
+                    } else {
+                        0
+                    });
                 }
-            }
-            Event::Synced { at, through } => {
-                out.push(kind::SYNCED);
-                out.extend_from_slice(&at.to_le_bytes());
-                out.extend_from_slice(&through.to_le_bytes());
             }
             Event::Reset { id, at } | Event::Remove { id, at } => {
                 out.push(if matches!(self, Event::Reset { .. }) {
@@ -133,6 +151,11 @@ impl Event {
                 });
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&at.to_le_bytes());
+            }
+            Event::Synced { at, through } => {
+                out.push(kind::SYNCED);
+                out.extend_from_slice(&at.to_le_bytes());
+                out.extend_from_slice(&through.to_le_bytes());
             }
         }
         let payload_start = start + FRAME_HEADER_LEN as usize;
@@ -146,87 +169,111 @@ impl Event {
         }
     }
 
-    /// Decodes a payload whose checksum has already been verified.
-    pub fn decode(payload: &[u8]) -> Result<Event, String> {
+    /// Decodes a payload whose checksum has already been verified; `base` is the
+    /// payload's offset in its file, so errors name absolute offsets.
+    pub fn decode(payload: &[u8], base: u64) -> Result<Event, DecodeError> {
         // The common record first, by fixed offsets: replay speed is mostly this.
-        if let [kind @ (kind::CHECK_ALLOWED | kind::CHECK_DENIED), fields @ ..] = payload {
-            if fields.len() == 20 {
+        if let Some(check) = Fixed::<CHECK_PAYLOAD_LEN>::new(payload) {
+            let kind = check.u8::<0>();
+            if kind == kind::CHECK_ALLOWED || kind == kind::CHECK_DENIED {
                 return Ok(Event::Check {
-                    id: u32_at(fields, 0),
-                    at: u64_at(fields, 4),
-                    cost: u64_at(fields, 12),
-                    allowed: *kind == kind::CHECK_ALLOWED,
+                    id: check.u32::<1>(),
+                    at: check.u64::<5>(),
+                    cost: check.u64::<13>(),
+                    allowed: kind == kind::CHECK_ALLOWED,
                 });
             }
         }
-        let mut r = Reader {
-            bytes: payload,
-            at: 0,
-        };
-        let kind = r.u8()?;
+        let mut r = Cursor::new(payload, base);
+        let kind = r.u8("record kind")?;
         let event = match kind {
             kind::CONFIGURE => {
-                let id = r.u32()?;
-                let at = r.u64()?;
-                let rate = r.u64()?;
-                let per_ms = r.u64()?;
-                let code = r.u8()?;
-                let key_len = r.u16()? as usize;
-                let key = std::str::from_utf8(r.take(key_len)?)
-                    .map_err(|_| "configure record holds a key that is not UTF-8".to_owned())?
-                    .to_owned();
-                let algorithm = Algorithm::from_code(code)
-                    .ok_or_else(|| format!("configure record has unknown algorithm code {code}"))?;
+                let id = r.u32("key id")?;
+                let at = r.u64("time")?;
+                let rate_at = r.offset();
+                let rate = r.u64("rate")?;
+                let per_at = r.offset();
+                let per_ms = r.u64("period")?;
+                let code_at = r.offset();
+                let code = r.u8("algorithm code")?;
+                let key = r.str16("key", MAX_KEY_LEN)?.to_owned();
+                let algorithm = Algorithm::from_code(code).ok_or_else(|| {
+                    Cursor::error_at(code_at, DecodeReason::UnknownAlgorithm(code))
+                })?;
                 let period = Period::from_millis(per_ms)
-                    .map_err(|e| format!("configure record has a bad period: {e}"))?;
+                    .map_err(|e| DecodeError::bad_value(per_at, "period", e))?;
                 let quota = Quota::new(rate, period, algorithm)
-                    .map_err(|e| format!("configure record has a bad quota: {e}"))?;
+                    .map_err(|e| DecodeError::bad_value(rate_at, "rate", e))?;
                 Event::Configure { id, at, quota, key }
             }
             kind::CHECK_ALLOWED | kind::CHECK_DENIED => Event::Check {
-                id: r.u32()?,
-                at: r.u64()?,
-                cost: r.u64()?,
+                id: r.u32("key id")?,
+                at: r.u64("time")?,
+                cost: r.u64("cost")?,
                 allowed: kind == kind::CHECK_ALLOWED,
             },
-            kind::CHECK_ALL => {
-                let at = r.u64()?;
-                let allowed = r.u8()? != 0;
-                let count = r.u32()? as usize;
-                if count.saturating_mul(12) > r.remaining() {
-                    return Err(format!(
-                        "check-all record claims {count} items but is too short"
+            kind::CHECK_ALL | kind::CHECK_ALL_PER_KEY => {
+                let per_key = kind == kind::CHECK_ALL_PER_KEY;
+                let at = r.u64("time")?;
+                let allowed = r.bool("allowed flag")?;
+                let count_at = r.offset();
+                let count = r.count("item count", if per_key { 13 } else { 12 })?;
+                if count > MAX_CHECK_ALL_ITEMS {
+                    return Err(DecodeError::bad_value(
+                        count_at,
+                        "item count",
+                        format!("{count} items, more than {MAX_CHECK_ALL_ITEMS}"),
                     ));
                 }
                 let mut items = Vec::with_capacity(count);
                 for _ in 0..count {
-                    items.push((r.u32()?, r.u64()?));
+                    let id = r.u32("key id")?;
+                    let cost = r.u64("cost")?;
+                    let lacked_room = if per_key {
+                        let flags_at = r.offset();
+                        match r.u8("item flags")? {
+                            0 => false,
+                            check_all_flags::LACKED_ROOM => true,
+                            other => {
+                                return Err(DecodeError::bad_value(
+                                    flags_at,
+                                    "item flags",
+                                    format!("unknown flags {other:#04x}"),
+                                ))
+                            }
+                        }
+                    } else {
+                        !allowed
+                    };
+                    items.push(CheckAllItem {
+                        id,
+                        cost,
+                        lacked_room,
+                    });
                 }
                 Event::CheckAll { at, allowed, items }
             }
             kind::RESET => Event::Reset {
-                id: r.u32()?,
-                at: r.u64()?,
+                id: r.u32("key id")?,
+                at: r.u64("time")?,
             },
             kind::REMOVE => Event::Remove {
-                id: r.u32()?,
-                at: r.u64()?,
+                id: r.u32("key id")?,
+                at: r.u64("time")?,
             },
             kind::SYNCED => Event::Synced {
-                at: r.u64()?,
-                through: r.u64()?,
+                at: r.u64("time")?,
+                through: r.u64("synced offset")?,
             },
-            other => return Err(format!("unknown record kind {other}")),
+            other => return Err(Cursor::error_at(base, DecodeReason::UnknownKind(other))),
         };
-        if r.remaining() != 0 {
-            return Err(format!(
-                "record of kind {kind} has {} unexpected trailing bytes",
-                r.remaining()
-            ));
-        }
+        r.finish()?;
         Ok(event)
     }
 }
+
+/// Payload length of a check record: kind, id, at, cost.
+const CHECK_PAYLOAD_LEN: usize = 1 + 4 + 8 + 8;
 
 /// What is found at one offset of a log.
 #[derive(Debug, PartialEq, Eq)]
@@ -240,49 +287,55 @@ pub enum Frame<'a> {
     },
     /// A zero length: the end of the log.
     End,
-    /// Not a valid record (short, too long, or a checksum mismatch).
-    Bad(&'static str),
+    /// Not a valid record (short, too long, or a checksum mismatch); the error's
+    /// offset is the frame's.
+    Bad(DecodeError),
 }
 
-/// Reads the frame that starts at `at` in `log`.
+/// Reads the frame that starts at `at` in `log` (a whole log file: offsets are its).
 pub fn read_frame(log: &[u8], at: usize) -> Frame<'_> {
-    let Some(header) = log.get(at..at + FRAME_HEADER_LEN as usize) else {
-        return if log
-            .get(at..)
-            .is_none_or(|rest| rest.iter().all(|b| *b == 0))
-        {
+    let offset = at as u64;
+    let bad = |reason| Frame::Bad(DecodeError::new(offset, reason));
+    let rest = log.get(at..).unwrap_or(&[]);
+    let mut r = Cursor::new(rest, offset);
+    let (Ok(len), Ok(crc)) = (r.u32("record length"), r.u32("record checksum")) else {
+        return if rest.iter().all(|b| *b == 0) {
             Frame::End
         } else {
-            Frame::Bad("the record header is cut short")
+            bad(DecodeReason::Truncated {
+                field: "record header",
+            })
         };
     };
-    let len = u32_at(header, 0);
     if len == 0 {
-        return if u32_at(header, 4) == 0 {
+        return if crc == 0 {
             Frame::End
         } else {
-            Frame::Bad("a record has length zero but a checksum")
+            bad(DecodeReason::ImpossibleLength(0))
         };
     }
     if len > MAX_PAYLOAD_LEN {
-        return Frame::Bad("a record claims an impossible length");
+        return bad(DecodeReason::ImpossibleLength(len));
     }
-    let start = at + FRAME_HEADER_LEN as usize;
-    let end = start + len as usize;
-    let Some(payload) = log.get(start..end) else {
-        return Frame::Bad("the record is cut short");
+    let Ok(payload) = r.take(len as usize, "record payload") else {
+        return bad(DecodeReason::Truncated { field: "record" });
     };
-    if crc32c::crc32c(payload) != u32_at(header, 4) {
-        return Frame::Bad("the record's checksum does not match");
+    if crc32c::crc32c(payload) != crc {
+        return bad(DecodeReason::ChecksumMismatch { what: "record" });
     }
-    Frame::Valid { payload, next: end }
+    Frame::Valid {
+        payload,
+        next: at + FRAME_HEADER_LEN as usize + len as usize,
+    }
 }
 
 /// The first offset after `from` at which a valid, decodable record starts, if any.
 /// Used to tell a torn tail (nothing valid follows) from damage in the middle.
 pub fn find_valid_frame_after(log: &[u8], from: usize) -> Option<usize> {
     (from + 1..log.len()).find(|&at| match read_frame(log, at) {
-        Frame::Valid { payload, .. } => Event::decode(payload).is_ok(),
+        Frame::Valid { payload, .. } => {
+            Event::decode(payload, (at as u64) + FRAME_HEADER_LEN).is_ok()
+        }
         _ => false,
     })
 }
@@ -308,49 +361,65 @@ pub fn without_synced(frames: &[u8]) -> Vec<u8> {
     strip_synced(frames).0
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn remaining(&self) -> usize {
-        self.bytes.len().saturating_sub(self.at)
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let slice = self
-            .bytes
-            .get(self.at..self.at + n)
-            .ok_or_else(|| "record is shorter than its fields".to_owned())?;
-        self.at += n;
-        Ok(slice)
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?.first().copied().unwrap_or(0))
-    }
-
-    fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([
-            b.first().copied().unwrap_or(0),
-            b.get(1).copied().unwrap_or(0),
-        ]))
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32_at(self.take(4)?, 0))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        Ok(u64_at(self.take(8)?, 0))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn item(id: u32, cost: u64, lacked_room: bool) -> CheckAllItem {
+        CheckAllItem {
+            id,
+            cost,
+            lacked_room,
+        }
+    }
+
+    #[test]
+    fn a_version_1_check_all_decodes_with_every_key_of_a_denial_lacking_room() {
+        let mut payload = vec![kind::CHECK_ALL];
+        payload.extend_from_slice(&45u64.to_le_bytes());
+        payload.push(0);
+        payload.extend_from_slice(&2u32.to_le_bytes());
+        for (id, cost) in [(3u32, 1u64), (9, 2)] {
+            payload.extend_from_slice(&id.to_le_bytes());
+            payload.extend_from_slice(&cost.to_le_bytes());
+        }
+        assert_eq!(
+            Event::decode(&payload, 0).unwrap(),
+            Event::CheckAll {
+                at: 45,
+                allowed: false,
+                items: vec![item(3, 1, true), item(9, 2, true)],
+            }
+        );
+        payload[9] = 1;
+        let Event::CheckAll { items, .. } = Event::decode(&payload, 0).unwrap() else {
+            unreachable!()
+        };
+        assert!(items.iter().all(|i| !i.lacked_room));
+        payload[9] = 2;
+        assert!(Event::decode(&payload, 0).is_err(), "allowed is 0 or 1");
+    }
+
+    #[test]
+    fn a_check_all_records_which_keys_lacked_room() {
+        let mut frame = Vec::new();
+        Event::CheckAll {
+            at: 45,
+            allowed: false,
+            items: vec![item(3, 1, false), item(9, 2, true)],
+        }
+        .encode_frame(&mut frame);
+        let payload = &mut frame[FRAME_HEADER_LEN as usize..];
+        assert_eq!(payload[0], kind::CHECK_ALL_PER_KEY);
+        assert_eq!(payload.len(), 14 + 2 * 13);
+        assert_eq!(
+            (payload[26], payload[39]),
+            (0, check_all_flags::LACKED_ROOM)
+        );
+        payload[26] = 0x80;
+        let err = Event::decode(payload, 100).unwrap_err();
+        assert_eq!(err.offset, 126);
+    }
 
     fn events() -> Vec<Event> {
         let quota = Quota::new(100, "1m".parse().unwrap(), Algorithm::SlidingWindowLog).unwrap();
@@ -376,10 +445,19 @@ mod tests {
             Event::CheckAll {
                 at: 45,
                 allowed: true,
-                items: vec![(3, 1), (9, 2)],
+                items: vec![item(3, 1, false), item(9, 2, false)],
+            },
+            Event::CheckAll {
+                at: 45,
+                allowed: false,
+                items: vec![item(3, 1, false), item(9, 2, true)],
             },
             Event::Reset { id: 3, at: 46 },
             Event::Remove { id: 3, at: 47 },
+            Event::Synced {
+                at: 48,
+                through: 4096,
+            },
         ]
     }
 
@@ -392,11 +470,26 @@ mod tests {
         let mut at = 0;
         let mut decoded = Vec::new();
         while let Frame::Valid { payload, next } = read_frame(&log, at) {
-            decoded.push(Event::decode(payload).unwrap());
+            decoded.push(Event::decode(payload, at as u64 + FRAME_HEADER_LEN).unwrap());
             at = next;
         }
         assert_eq!(decoded, events());
         assert_eq!(read_frame(&log, at), Frame::End);
+    }
+
+    #[test]
+    fn a_synced_record_is_kind_7_with_time_and_offset() {
+        let mut frame = Vec::new();
+        Event::Synced {
+            at: 0x0102,
+            through: 0x0304,
+        }
+        .encode_frame(&mut frame);
+        let payload = &frame[FRAME_HEADER_LEN as usize..];
+        assert_eq!(payload.len(), 17);
+        assert_eq!(payload[0], kind::SYNCED);
+        assert_eq!(payload[1..9], 0x0102u64.to_le_bytes());
+        assert_eq!(payload[9..17], 0x0304u64.to_le_bytes());
     }
 
     #[test]
@@ -428,28 +521,59 @@ mod tests {
     }
 
     #[test]
+    fn decode_errors_name_the_absolute_offset_of_the_field() {
+        let mut frame = Vec::new();
+        events()[0].encode_frame(&mut frame);
+        let payload = &mut frame[FRAME_HEADER_LEN as usize..];
+        // The algorithm code: after kind, id, at, rate, per.
+        let code_at = 1 + 4 + 8 + 8 + 8;
+        payload[code_at] = 9;
+        let err = Event::decode(payload, 1000).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::new(1000 + code_at as u64, DecodeReason::UnknownAlgorithm(9))
+        );
+        let short = Event::decode(&payload[..10], 1000).unwrap_err();
+        assert_eq!(short.offset, 1005);
+        assert_eq!(short.reason, DecodeReason::Truncated { field: "time" });
+        let mut log = vec![0u8; 40];
+        events()[1].encode_frame(&mut log);
+        *log.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            read_frame(&log, 40),
+            Frame::Bad(DecodeError::new(
+                40,
+                DecodeReason::ChecksumMismatch { what: "record" }
+            ))
+        );
+    }
+
+    #[test]
     fn decoding_never_panics_on_garbage() {
         for len in 0..64 {
             let garbage: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
-            let _ = Event::decode(&garbage);
+            let _ = Event::decode(&garbage, 0);
             let _ = read_frame(&garbage, 0);
         }
-        assert!(Event::decode(&[
-            kind::CHECK_ALL,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            1,
-            255,
-            255,
-            255,
-            255
-        ])
+        assert!(Event::decode(
+            &[
+                kind::CHECK_ALL,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                1,
+                255,
+                255,
+                255,
+                255
+            ],
+            0
+        )
         .is_err());
     }
 }

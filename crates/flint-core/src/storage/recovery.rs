@@ -19,15 +19,14 @@
 //! Nothing on disk is changed until the whole log has been judged.
 
 use crate::error::{Error, Result};
-use crate::state::Registry;
+use crate::registry::Registry;
 use crate::storage::backend::{Backend, LogFile};
 use crate::storage::format::{
-    decode_log_header, encode_log_header, HeaderError, FORMAT_VERSION, LOG_FILE, LOG_HEADER_LEN,
-    LOG_VERSION, SNAPSHOT_FILE,
+    decode_log_header, encode_log_header, FRAME_HEADER_LEN, LOG_FILE, LOG_HEADER_LEN, SNAPSHOT_FILE,
 };
 use crate::storage::record::{find_valid_frame_after, read_frame, without_synced, Event, Frame};
 use crate::storage::replace::{self, temp_name, ReplaceError};
-use crate::storage::snapshot::{self, Covers, SnapshotError};
+use crate::storage::snapshot::{self, Covers};
 
 /// How much a new log reserves up front.
 pub const NEW_LOG_CAPACITY: u64 = 1 << 20;
@@ -84,20 +83,7 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
         None => (Registry::new(history_capacity), None),
         Some(bytes) => match snapshot::decode(&bytes, history_capacity) {
             Ok((registry, covers)) => (registry, Some(covers)),
-            Err(SnapshotError::Version(found)) => {
-                return Err(Error::UnsupportedVersion {
-                    file: snapshot_path,
-                    found,
-                    supported: FORMAT_VERSION,
-                })
-            }
-            Err(SnapshotError::Invalid(reason)) => {
-                return Err(Error::Corrupt {
-                    file: snapshot_path,
-                    offset: 0,
-                    reason,
-                })
-            }
+            Err(e) => return Err(e.into_error(snapshot_path)),
         },
     };
 
@@ -126,15 +112,8 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
     };
 
     let (generation, version) = match decode_log_header(&bytes) {
-        Ok(header) => header,
-        Err(HeaderError::Version(found)) => {
-            return Err(Error::UnsupportedVersion {
-                file: log_path,
-                found,
-                supported: LOG_VERSION,
-            })
-        }
-        Err(HeaderError::Invalid(reason)) => return Err(corrupt(0, reason.to_owned())),
+        Ok(header) => (header.generation, header.version),
+        Err(e) => return Err(e.into_error(log_path)),
     };
     let start = match covers {
         None if generation == 0 => LOG_HEADER_LEN,
@@ -171,7 +150,8 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
         }
         let bad = match read_frame(&bytes, at) {
             Frame::Valid { payload, next } => {
-                let event = Event::decode(payload).map_err(|reason| corrupt(at as u64, reason))?;
+                let event = Event::decode(payload, at as u64 + FRAME_HEADER_LEN)
+                    .map_err(|e| e.into_error(&log_path))?;
                 if let Event::Synced { through, .. } = event {
                     marked_through = marked_through.max(through);
                 }
@@ -185,12 +165,12 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
                 continue;
             }
             Frame::End => None,
-            Frame::Bad(reason) => Some(reason),
+            Frame::Bad(e) => Some(e.reason.to_string()),
         };
         // The log ends here. Below the watermark nothing may be missing.
         match watermark {
             Some(mark) if (at as u64) < mark => {
-                let what = bad.unwrap_or("the log has a gap of zeros");
+                let what = bad.unwrap_or_else(|| "the log has a gap of zeros".to_owned());
                 return Err(corrupt(at as u64, format!(
                     "{what}, inside the part of the log that was synced (through offset {mark}): the disk changed what was written"
                 )));
@@ -198,7 +178,7 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
             Some(_) => {}
             None => {
                 if let Some(valid) = find_valid_frame_after(&bytes, at) {
-                    let what = bad.unwrap_or("the log has a gap of zeros");
+                    let what = bad.unwrap_or_else(|| "the log has a gap of zeros".to_owned());
                     return Err(corrupt(
                         at as u64,
                         format!("{what}, and a valid record follows at offset {valid}"),
@@ -295,7 +275,8 @@ fn watermark(bytes: &[u8], log_path: &std::path::Path) -> Result<u64> {
     loop {
         match read_frame(bytes, at) {
             Frame::Valid { payload, next } => {
-                if let Ok(Event::Synced { through, .. }) = Event::decode(payload) {
+                let base = at as u64 + FRAME_HEADER_LEN;
+                if let Ok(Event::Synced { through, .. }) = Event::decode(payload, base) {
                     if through > at as u64 {
                         return Err(Error::Corrupt {
                             file: log_path.to_path_buf(),

@@ -12,7 +12,7 @@ use crate::clock::UnixNanos;
 use crate::error::{Error, Result};
 use crate::storage::backend::Backend;
 use crate::storage::format::{
-    decode_log_header, encode_log_header, LOG_FILE, LOG_HEADER_LEN, SNAPSHOT_FILE,
+    decode_log_header, encode_log_header, FRAME_HEADER_LEN, LOG_FILE, LOG_HEADER_LEN, SNAPSHOT_FILE,
 };
 use crate::storage::record::{find_valid_frame_after, read_frame, strip_synced, Event, Frame};
 use crate::storage::recovery::NEW_LOG_CAPACITY;
@@ -52,15 +52,17 @@ pub struct RepairReport {
 }
 
 /// The first damaged record at or after `from` that has valid records after it.
-fn find_damage(log: &[u8], from: usize) -> Option<(usize, &'static str)> {
+fn find_damage(log: &[u8], from: usize) -> Option<(usize, String)> {
     let mut at = from;
     loop {
         match read_frame(log, at) {
             Frame::Valid { next, .. } => at = next,
             Frame::End => {
-                return find_valid_frame_after(log, at).map(|_| (at, "a gap of zeros"));
+                return find_valid_frame_after(log, at).map(|_| (at, "a gap of zeros".into()));
             }
-            Frame::Bad(reason) => return find_valid_frame_after(log, at).map(|_| (at, reason)),
+            Frame::Bad(e) => {
+                return find_valid_frame_after(log, at).map(|_| (at, e.reason.to_string()))
+            }
         }
     }
 }
@@ -80,12 +82,14 @@ pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
     else {
         return Ok(None);
     };
-    let (generation, _) = decode_log_header(&log).map_err(|_| {
-        corrupt(
-            0,
-            "the log header is damaged; repair cannot tell where records start".into(),
-        )
-    })?;
+    let generation = decode_log_header(&log)
+        .map_err(|e| {
+            corrupt(
+                0,
+                format!("the log header is damaged ({e}); repair cannot tell where records start"),
+            )
+        })?
+        .generation;
     let covers = match backend
         .read(SNAPSHOT_FILE)
         .map_err(|e| Error::io("read", backend.path(SNAPSHOT_FILE), e))?
@@ -126,7 +130,7 @@ pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
         content.truncate(end);
         return Ok(Some(RepairPlan {
             damaged_at: first_damage as u64,
-            reason: first_reason.into(),
+            reason: first_reason,
             dropped_bytes: 0,
             dropped_records: 0,
             first_dropped_at: None,
@@ -146,7 +150,7 @@ pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
         let mut cursor = valid;
         while let Frame::Valid { payload, next } = read_frame(&content, cursor) {
             // Watermarks are bookkeeping, not decisions: they are not counted.
-            let decision = Event::decode(payload)
+            let decision = Event::decode(payload, cursor as u64 + FRAME_HEADER_LEN)
                 .ok()
                 .filter(|e| !matches!(e, Event::Synced { .. }));
             if let Some(event) = decision {
@@ -163,7 +167,7 @@ pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
     content.truncate(damage);
     Ok(Some(RepairPlan {
         damaged_at: (damage + if rebased { base } else { 0 }) as u64,
-        reason: reason.into(),
+        reason,
         dropped_bytes: (end - damage) as u64,
         dropped_records,
         first_dropped_at,

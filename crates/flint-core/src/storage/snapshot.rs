@@ -2,10 +2,11 @@
 
 use std::collections::VecDeque;
 
-use crate::algorithm::{AlgoState, Algorithm, FixedWindow, Quota, Run, SlidingLog, TokenBucket};
+use crate::algorithm::{Algorithm, FixedWindow, LimitState, Quota, Run, SlidingLog, TokenBucket};
 use crate::duration::Period;
-use crate::state::{Counters, Entry, HistoryEvent, Registry};
-use crate::storage::format::{u32_at, FORMAT_VERSION, SNAPSHOT_MAGIC};
+use crate::registry::{Counters, Entry, HistoryEvent, Registry};
+use crate::storage::codec::{Cursor, DecodeError, DecodeReason};
+use crate::storage::format::{history_flags, MAX_KEY_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 
 /// The log position a snapshot covers: every record of log `generation` before
 /// byte `offset` is included in it.
@@ -17,20 +18,11 @@ pub struct Covers {
     pub offset: u64,
 }
 
-/// Why a snapshot could not be read.
-#[derive(Debug, PartialEq, Eq)]
-pub enum SnapshotError {
-    /// Damaged or not a snapshot.
-    Invalid(String),
-    /// A snapshot of another format version.
-    Version(u32),
-}
-
 /// Serialises `registry` as a snapshot covering `covers`.
 pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + registry.len() * 96);
     out.extend_from_slice(&SNAPSHOT_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&covers.generation.to_le_bytes());
     out.extend_from_slice(&covers.offset.to_le_bytes());
@@ -55,12 +47,12 @@ pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
             out.extend_from_slice(&n.to_le_bytes());
         }
         match &entry.state {
-            AlgoState::TokenBucket(s) => out.extend_from_slice(&s.tat.to_le_bytes()),
-            AlgoState::FixedWindowCounter(s) => {
+            LimitState::TokenBucket(s) => out.extend_from_slice(&s.tat.to_le_bytes()),
+            LimitState::FixedWindowCounter(s) => {
                 out.extend_from_slice(&s.start.to_le_bytes());
                 out.extend_from_slice(&s.used.to_le_bytes());
             }
-            AlgoState::SlidingWindowLog(s) => {
+            LimitState::SlidingWindowLog(s) => {
                 out.extend_from_slice(&s.expired_total.to_le_bytes());
                 out.extend_from_slice(&(s.runs.len() as u32).to_le_bytes());
                 for run in &s.runs {
@@ -75,7 +67,14 @@ pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
             out.extend_from_slice(&h.at.to_le_bytes());
             out.extend_from_slice(&h.cost.to_le_bytes());
             out.extend_from_slice(&h.remaining.to_le_bytes());
-            out.push(u8::from(h.allowed));
+            let mut flags = 0;
+            if h.allowed {
+                flags |= history_flags::ALLOWED;
+            }
+            if h.blocked_by_other {
+                flags |= history_flags::BLOCKED_BY_OTHER;
+            }
+            out.push(flags);
         }
     }
     let crc = crc32c::crc32c(&out);
@@ -84,103 +83,142 @@ pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
 }
 
 /// Reads a snapshot into a registry keeping `history_capacity` decisions per key.
-pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers), SnapshotError> {
-    let invalid = |why: &str| SnapshotError::Invalid(why.to_owned());
-    if bytes.get(..8) != Some(&SNAPSHOT_MAGIC[..]) {
-        return Err(invalid("the file does not start with FLINTSNP"));
-    }
-    let version = u32_at(bytes, 8);
-    if version != FORMAT_VERSION {
-        return Err(SnapshotError::Version(version));
-    }
-    let body_len = bytes
-        .len()
-        .checked_sub(4)
-        .ok_or_else(|| invalid("the file is too short"))?;
-    let (body, crc) = bytes.split_at(body_len);
-    if crc32c::crc32c(body) != u32_at(crc, 0) {
-        return Err(invalid(
-            "the checksum does not match (the snapshot is damaged)",
+/// Error offsets are offsets in the snapshot file.
+pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers), DecodeError> {
+    let mut r = Cursor::new(bytes, 0);
+    if r.take(8, "magic").ok() != Some(&SNAPSHOT_MAGIC[..]) {
+        return Err(DecodeError::new(
+            0,
+            DecodeReason::BadMagic {
+                expected: "FLINTSNP",
+            },
         ));
     }
-    let mut r = Cursor {
-        bytes: body,
-        at: 16,
-    };
-    let short = || invalid("the snapshot is shorter than its contents");
+    let version_at = r.offset();
+    let version = r.u32("format version")?;
+    if !(1..=SNAPSHOT_VERSION).contains(&version) {
+        return Err(DecodeError::new(
+            version_at,
+            DecodeReason::UnsupportedVersion {
+                found: version,
+                supported: SNAPSHOT_VERSION,
+            },
+        ));
+    }
+    let truncated = DecodeError::new(0, DecodeReason::Truncated { field: "snapshot" });
+    let body_len = bytes.len().checked_sub(4).ok_or(truncated.clone())?;
+    let (body, crc) = bytes.split_at_checked(body_len).ok_or(truncated)?;
+    // The checksum covers everything before it: report the damage at its start.
+    if crc32c::crc32c(body) != Cursor::new(crc, body_len as u64).u32("snapshot checksum")? {
+        return Err(DecodeError::new(
+            0,
+            DecodeReason::ChecksumMismatch { what: "snapshot" },
+        ));
+    }
+    let mut r = Cursor::new(body, 0);
+    r.seek(16);
     let covers = Covers {
-        generation: r.u64().ok_or_else(short)?,
-        offset: r.u64().ok_or_else(short)?,
+        generation: r.u64("covered log generation")?,
+        offset: r.u64("covered log offset")?,
     };
     let mut registry = Registry::new(history_capacity);
-    registry.high_water = r.u64().ok_or_else(short)?;
-    let next_id = r.u32().ok_or_else(short)?;
-    let count = r.u64().ok_or_else(short)?;
+    registry.high_water = r.u64("high-water time")?;
+    let next_id = r.u32("next key id")?;
+    let count = r.u64("key count")?;
     for _ in 0..count {
-        let id = r.u32().ok_or_else(short)?;
-        let key_len = r.u16().ok_or_else(short)? as usize;
-        let key = std::str::from_utf8(r.take(key_len).ok_or_else(short)?)
-            .map_err(|_| invalid("a key is not UTF-8"))?;
-        let rate = r.u64().ok_or_else(short)?;
-        let per_ms = r.u64().ok_or_else(short)?;
-        let algorithm = Algorithm::from_code(r.u8().ok_or_else(short)?)
-            .ok_or_else(|| invalid("unknown algorithm code"))?;
-        let period = Period::from_millis(per_ms).map_err(|e| invalid(&e.to_string()))?;
-        let quota = Quota::new(rate, period, algorithm).map_err(|e| invalid(&e.to_string()))?;
-        let mut n = [0u64; 5];
-        for slot in &mut n {
-            *slot = r.u64().ok_or_else(short)?;
-        }
+        let entry_at = r.offset();
+        let id = r.u32("key id")?;
+        let key = r.str16("key", MAX_KEY_LEN)?;
+        let rate_at = r.offset();
+        let rate = r.u64("rate")?;
+        let per_at = r.offset();
+        let per_ms = r.u64("period")?;
+        let code_at = r.offset();
+        let code = r.u8("algorithm code")?;
+        let algorithm = Algorithm::from_code(code)
+            .ok_or_else(|| Cursor::error_at(code_at, DecodeReason::UnknownAlgorithm(code)))?;
+        let period =
+            Period::from_millis(per_ms).map_err(|e| DecodeError::bad_value(per_at, "period", e))?;
+        let quota = Quota::new(rate, period, algorithm)
+            .map_err(|e| DecodeError::bad_value(rate_at, "rate", e))?;
+        let counters = Counters {
+            allowed: r.u64("allowed count")?,
+            denied: r.u64("denied count")?,
+            allowed_cost: r.u64("allowed cost")?,
+            denied_cost: r.u64("denied cost")?,
+        };
+        let last_seen = r.u64("last seen time")?;
         let state = match algorithm {
-            Algorithm::TokenBucket => AlgoState::TokenBucket(TokenBucket {
-                tat: r.u128().ok_or_else(short)?,
+            Algorithm::TokenBucket => LimitState::TokenBucket(TokenBucket {
+                tat: r.u128("token bucket state")?,
             }),
-            Algorithm::FixedWindowCounter => AlgoState::FixedWindowCounter(FixedWindow {
-                start: r.u64().ok_or_else(short)?,
-                used: r.u64().ok_or_else(short)?,
+            Algorithm::FixedWindowCounter => LimitState::FixedWindowCounter(FixedWindow {
+                start: r.u64("window start")?,
+                used: r.u64("window use")?,
             }),
             Algorithm::SlidingWindowLog => {
-                let expired_total = r.u64().ok_or_else(short)?;
-                let runs_len = r.u32().ok_or_else(short)? as usize;
-                if runs_len.saturating_mul(16) > r.remaining() {
-                    return Err(short());
-                }
+                let expired_total = r.u64("expired total")?;
+                let runs_len = r.count("run count", 16)?;
                 let mut runs = VecDeque::with_capacity(runs_len);
                 for _ in 0..runs_len {
                     runs.push_back(Run {
-                        at: r.u64().ok_or_else(short)?,
-                        total: r.u64().ok_or_else(short)?,
+                        at: r.u64("run time")?,
+                        total: r.u64("run total")?,
                     });
                 }
-                AlgoState::SlidingWindowLog(Box::new(SlidingLog {
+                LimitState::SlidingWindowLog(Box::new(SlidingLog {
                     runs,
                     expired_total,
                 }))
             }
         };
-        let history_len = r.u32().ok_or_else(short)? as usize;
-        if history_len.saturating_mul(25) > r.remaining() {
-            return Err(short());
-        }
+        let history_len = r.count("history length", 25)?;
         let history = if history_len == 0 {
             None
         } else {
-            let mut events = VecDeque::with_capacity(history_len);
+            let mut events = VecDeque::with_capacity(history_len.min(history_capacity));
             for _ in 0..history_len {
-                events.push_back(HistoryEvent {
-                    at: r.u64().ok_or_else(short)?,
-                    cost: r.u64().ok_or_else(short)?,
-                    remaining: r.u64().ok_or_else(short)?,
-                    allowed: r.u8().ok_or_else(short)? != 0,
-                });
+                let at = r.u64("history time")?;
+                let cost = r.u64("history cost")?;
+                let remaining = r.u64("history remaining")?;
+                let flags_at = r.offset();
+                let flags = r.u8("history flags")?;
+                // Version 1 wrote 0 or 1 (allowed); version 2 adds "blocked by another key".
+                let known = if version == 1 {
+                    history_flags::ALLOWED
+                } else {
+                    history_flags::ALLOWED | history_flags::BLOCKED_BY_OTHER
+                };
+                if flags & !known != 0 {
+                    return Err(DecodeError::bad_value(
+                        flags_at,
+                        "history flags",
+                        format!("unknown flags {flags:#04x}"),
+                    ));
+                }
+                let event = HistoryEvent {
+                    at,
+                    cost,
+                    remaining,
+                    allowed: flags & history_flags::ALLOWED != 0,
+                    blocked_by_other: flags & history_flags::BLOCKED_BY_OTHER != 0,
+                };
+                if events.len() == history_capacity {
+                    events.pop_front();
+                }
+                if history_capacity > 0 {
+                    events.push_back(event);
+                }
             }
-            while events.len() > history_capacity {
-                events.pop_front();
-            }
-            Some(Box::new(events))
+            (!events.is_empty()).then(|| Box::new(events))
         };
         if id >= next_id || registry.get(id).is_some() || registry.lookup(key).is_some() {
-            return Err(invalid("a key or key id appears twice"));
+            return Err(Cursor::error_at(
+                entry_at,
+                DecodeReason::Inconsistent(format!(
+                    "key {key:?} or its id {id} appears twice, or the id is not below the next id {next_id}"
+                )),
+            ));
         }
         registry.insert_entry(
             id,
@@ -188,59 +226,15 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
                 key: key.into(),
                 quota,
                 state,
-                counters: Counters {
-                    allowed: n[0],
-                    denied: n[1],
-                    allowed_cost: n[2],
-                    denied_cost: n[3],
-                },
-                last_seen: n[4],
+                counters,
+                last_seen,
                 history,
             },
         );
     }
-    if r.remaining() != 0 {
-        return Err(invalid("unexpected bytes after the last key"));
-    }
+    r.finish()?;
     registry.reserve_ids(next_id);
     Ok((registry, covers))
-}
-
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn remaining(&self) -> usize {
-        self.bytes.len().saturating_sub(self.at)
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let slice = self.bytes.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(slice)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1)?.first().copied()
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-
-    fn u128(&mut self) -> Option<u128> {
-        Some(u128::from_le_bytes(self.take(16)?.try_into().ok()?))
-    }
 }
 
 #[cfg(test)]
@@ -257,6 +251,8 @@ mod tests {
                 registry.apply_check(id as u32, t0 + i, 2, i < 5, None);
             }
         }
+        registry.apply_check_all_item(0, t0 + 7, 1, false, false, None);
+        registry.apply_check_all_item(2, t0 + 7, 9, false, true, None);
         registry.apply_remove(1, t0 + 10);
         registry
     }
@@ -277,6 +273,45 @@ mod tests {
     }
 
     #[test]
+    fn history_flags_say_allowed_and_blocked_by_another_key() {
+        let registry = sample();
+        let history = registry.get(0).unwrap().history.as_deref().unwrap();
+        let last = history.back().unwrap();
+        assert!(!last.allowed && last.blocked_by_other);
+        let bytes = encode(
+            &registry,
+            Covers {
+                generation: 0,
+                offset: 32,
+            },
+        );
+        // The last byte of key 0's history is that entry's flags.
+        let (decoded, _) = decode(&bytes, 4).unwrap();
+        assert_eq!(
+            decoded.get(0).unwrap().history.as_deref().unwrap().back(),
+            Some(last)
+        );
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes(), "written as version 2");
+        // Version 1 knew only "allowed": the same bytes labelled version 1 are refused.
+        let mut v1 = bytes[..bytes.len() - 4].to_vec();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let err = decode(&v1, 4).unwrap_err();
+        assert!(
+            matches!(
+                err.reason,
+                DecodeReason::BadValue {
+                    field: "history flags",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(v1[err.offset as usize], history_flags::BLOCKED_BY_OTHER);
+    }
+
+    #[test]
     fn rejects_damage_and_other_versions() {
         let bytes = encode(
             &sample(),
@@ -291,8 +326,33 @@ mod tests {
             assert!(decode(&damaged, 4).is_err(), "flip at {i}");
         }
         assert!(decode(&bytes[..bytes.len() - 7], 4).is_err());
+        let mut cut = bytes[..bytes.len() - 9].to_vec();
+        let crc = crc32c::crc32c(&cut);
+        cut.extend_from_slice(&crc.to_le_bytes());
+        let err = decode(&cut, 4).unwrap_err();
+        // Cut inside the last key's history: the history cannot fit what is left.
+        assert!(
+            matches!(
+                err.reason,
+                DecodeReason::BadValue {
+                    field: "history length",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.offset > 56 && err.offset <= cut.len() as u64, "{err}");
         let mut newer = bytes.clone();
         newer[8] = 9;
-        assert_eq!(decode(&newer, 4).unwrap_err(), SnapshotError::Version(9));
+        assert_eq!(
+            decode(&newer, 4).unwrap_err(),
+            DecodeError::new(
+                8,
+                DecodeReason::UnsupportedVersion {
+                    found: 9,
+                    supported: SNAPSHOT_VERSION
+                }
+            )
+        );
     }
 }

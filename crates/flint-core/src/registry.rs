@@ -7,9 +7,9 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::algorithm::{AlgoState, Quota};
+use crate::algorithm::{LimitState, Quota};
 use crate::clock::UnixNanos;
-use crate::storage::record::Event;
+use crate::storage::record::{CheckAllItem, Event};
 
 /// How many decisions a key remembers for `history()` unless configured otherwise.
 pub const DEFAULT_HISTORY_CAPACITY: usize = 100;
@@ -38,6 +38,21 @@ pub struct HistoryEvent {
     pub allowed: bool,
     /// Units left after the decision.
     pub remaining: u64,
+    /// True when the request was denied only because another key of the same
+    /// all-or-nothing check lacked room (this key had room; no denial was counted on
+    /// it).
+    pub blocked_by_other: bool,
+}
+
+/// How one key took part in a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Allowed: its cost was consumed.
+    Allowed,
+    /// Denied for lack of room on this key.
+    Denied,
+    /// Denied only because another key of the same check-all lacked room.
+    Blocked,
 }
 
 /// Everything the engine knows about one key.
@@ -48,7 +63,7 @@ pub struct Entry {
     /// Its limit.
     pub quota: Quota,
     /// Its algorithm state.
-    pub state: AlgoState,
+    pub state: LimitState,
     /// Its decision counters.
     pub counters: Counters,
     /// When it was last checked; 0 when never.
@@ -181,7 +196,7 @@ impl Registry {
             Entry {
                 key: key.into(),
                 quota,
-                state: AlgoState::full(quota.algorithm()),
+                state: LimitState::full(quota.algorithm()),
                 counters: Counters::default(),
                 last_seen: 0,
                 history: None,
@@ -199,18 +214,57 @@ impl Registry {
         allowed: bool,
         remaining: Option<u64>,
     ) -> bool {
+        let part = if allowed { Part::Allowed } else { Part::Denied };
+        self.record(id, at, cost, part, remaining)
+    }
+
+    /// Records the part of `id` in an all-or-nothing check: consumed when the check
+    /// was `allowed`; otherwise a denial counted on `id` only when it `lacked_room`, and
+    /// a decision blocked by another key (history only) when it had room.
+    pub fn apply_check_all_item(
+        &mut self,
+        id: u32,
+        at: UnixNanos,
+        cost: u64,
+        allowed: bool,
+        lacked_room: bool,
+        remaining: Option<u64>,
+    ) -> bool {
+        let part = match (allowed, lacked_room) {
+            (true, _) => Part::Allowed,
+            (false, true) => Part::Denied,
+            (false, false) => Part::Blocked,
+        };
+        self.record(id, at, cost, part, remaining)
+    }
+
+    fn record(
+        &mut self,
+        id: u32,
+        at: UnixNanos,
+        cost: u64,
+        part: Part,
+        remaining: Option<u64>,
+    ) -> bool {
         self.see(at);
         let capacity = self.history_capacity;
         let Some(entry) = self.get_mut(id) else {
             return false;
         };
-        if allowed {
-            entry.state.consume(&entry.quota, at, cost);
-            entry.counters.allowed += 1;
-            entry.counters.allowed_cost += cost;
-        } else {
-            entry.counters.denied += 1;
-            entry.counters.denied_cost += cost;
+        // Counters saturate: a key checked at the largest rate for long enough would
+        // pass u64::MAX in its cost counters, and a stuck maximum beats a wrap to zero.
+        let c = &mut entry.counters;
+        match part {
+            Part::Allowed => {
+                entry.state.consume(&entry.quota, at, cost);
+                c.allowed = c.allowed.saturating_add(1);
+                c.allowed_cost = c.allowed_cost.saturating_add(cost);
+            }
+            Part::Denied => {
+                c.denied = c.denied.saturating_add(1);
+                c.denied_cost = c.denied_cost.saturating_add(cost);
+            }
+            Part::Blocked => {}
         }
         entry.last_seen = at;
         if capacity > 0 {
@@ -222,8 +276,9 @@ impl Registry {
             history.push_back(HistoryEvent {
                 at,
                 cost,
-                allowed,
+                allowed: part == Part::Allowed,
                 remaining,
+                blocked_by_other: part == Part::Blocked,
             });
         }
         true
@@ -235,7 +290,7 @@ impl Registry {
         let Some(entry) = self.get_mut(id) else {
             return false;
         };
-        entry.state = AlgoState::full(entry.quota.algorithm());
+        entry.state = LimitState::full(entry.quota.algorithm());
         true
     }
 
@@ -274,16 +329,23 @@ impl Registry {
                 allowed,
             } => self.apply_check(*id, *at, *cost, *allowed, None),
             Event::CheckAll { at, allowed, items } => {
-                if let Some((id, _)) = items.iter().find(|(id, _)| self.get(*id).is_none()) {
-                    return Err(format!("check-all record names unknown key id {id}"));
+                if let Some(item) = items.iter().find(|i| self.get(i.id).is_none()) {
+                    return Err(format!("check-all record names unknown key id {}", item.id));
                 }
-                for (id, cost) in items {
-                    self.apply_check(*id, *at, *cost, *allowed, None);
+                for &CheckAllItem {
+                    id,
+                    cost,
+                    lacked_room,
+                } in items
+                {
+                    self.apply_check_all_item(id, *at, cost, *allowed, lacked_room, None);
                 }
                 true
             }
             Event::Reset { id, at } => self.apply_reset(*id, *at),
             Event::Remove { id, at } => self.apply_remove(*id, *at),
+            // The durability watermark is for recovery; the limiter's state is unchanged
+            // (not even its high-water time: the record is not a decision).
             Event::Synced { .. } => true,
         };
         if known {
@@ -291,5 +353,55 @@ impl Registry {
         } else {
             Err("record names an unknown key id".to_owned())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algorithm::Algorithm;
+
+    fn registry_with_key(algorithm: Algorithm) -> Registry {
+        let mut registry = Registry::new(4);
+        let quota = Quota::new(crate::MAX_RATE, "1ms".parse().unwrap(), algorithm).unwrap();
+        registry.apply_configure(0, "k", quota, 1);
+        registry
+    }
+
+    #[test]
+    fn counters_saturate_at_the_end_of_u64_instead_of_wrapping() {
+        let mut registry = registry_with_key(Algorithm::TokenBucket);
+        registry.get_mut(0).unwrap().counters = Counters {
+            allowed: u64::MAX,
+            denied: u64::MAX - 1,
+            allowed_cost: u64::MAX - 5,
+            denied_cost: u64::MAX - 5,
+        };
+        registry.apply_check(0, 10, crate::MAX_RATE, true, None);
+        registry.apply_check(0, 10, crate::MAX_RATE, false, None);
+        registry.apply_check(0, 10, crate::MAX_RATE, false, None);
+        assert_eq!(
+            registry.get(0).unwrap().counters,
+            Counters {
+                allowed: u64::MAX,
+                denied: u64::MAX,
+                allowed_cost: u64::MAX,
+                denied_cost: u64::MAX,
+            }
+        );
+    }
+
+    #[test]
+    fn a_synced_event_changes_nothing() {
+        let mut registry = registry_with_key(Algorithm::SlidingWindowLog);
+        let before = registry.clone();
+        registry
+            .apply(&Event::Synced {
+                at: 1_000,
+                through: 64,
+            })
+            .unwrap();
+        assert_eq!(registry, before);
+        assert_eq!(registry.high_water, 1);
     }
 }
