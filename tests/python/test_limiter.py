@@ -167,7 +167,13 @@ def test_history_is_oldest_first_and_limited(
     history = limiter.history("k")
     assert [e["allowed"] for e in history] == [True, True, False]
     assert [e["at"] for e in history] == [START, START + 1, START + 2]
-    assert history[0] == {"at": START, "cost": 1, "allowed": True, "remaining": 1}
+    assert history[0] == {
+        "at": START,
+        "cost": 1,
+        "allowed": True,
+        "blocked_by_other": False,
+        "remaining": 1,
+    }
     assert limiter.history("k", limit=1) == history[-1:]
     assert limiter.history("k", 2) == history[-2:]
 
@@ -256,3 +262,18 @@ def test_sync_modes_and_options(data_dir) -> None:
         flint.Limiter(data_dir=data_dir, sync="sometimes")
     with pytest.raises(flint.InvalidArgument, match="flush_every_ms"):
         flint.Limiter(data_dir=data_dir, flush_every_ms=0)
+
+
+def test_a_denied_check_all_counts_only_the_key_that_lacked_room(data_dir) -> None:
+    with flint.Limiter(data_dir) as limiter:
+        limiter.limit("roomy", rate=10, per="1h")
+        limiter.limit("full", rate=1, per="1h")
+        assert limiter.allow("full")
+        assert not limiter.allow_all(["roomy", "full"])
+        top = limiter.top(by="denied")
+        assert [entry["key"] for entry in top] == ["full"]
+        roomy = limiter.status("roomy")
+        assert roomy is not None and roomy["denied"] == 0
+        (event,) = limiter.history("roomy")
+        assert event["allowed"] is False and event["blocked_by_other"] is True
+        assert limiter.history("full")[-1]["blocked_by_other"] is False

@@ -117,6 +117,7 @@ pub fn history_json(e: &HistoryEvent) -> Value {
         "at": to_unix_seconds(e.at),
         "cost": e.cost,
         "allowed": e.allowed,
+        "blocked_by_other": e.blocked_by_other,
         "remaining": e.remaining,
     })
 }

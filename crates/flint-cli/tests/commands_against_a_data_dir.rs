@@ -296,7 +296,8 @@ fn doctor_reports_checks_and_exit_codes() {
     );
 }
 
-/// Damages the record after the configure record of `k`, with three valid ones after.
+/// Damages the record after the configure record of `k`: the watermark the first check
+/// writes (its process synced the log on open), with the four checks valid after it.
 fn damaged_dir() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
     let (tmp, dir) = data_dir();
     flint(&dir)
@@ -340,7 +341,7 @@ fn doctor_on_a_damaged_log_fails_and_repair_cuts_it_after_a_backup() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        stderr_of(&output).contains("3 valid records"),
+        stderr_of(&output).contains("4 valid records"),
         "{}",
         stderr_of(&output)
     );
@@ -349,7 +350,7 @@ fn doctor_on_a_damaged_log_fails_and_repair_cuts_it_after_a_backup() {
     let (code, value) = json(&dir, &["doctor", "--repair", "--yes"]);
     assert_eq!(code, 0, "{value}");
     let repaired = &value["repaired"];
-    assert_eq!(repaired["dropped_records"], 3);
+    assert_eq!(repaired["dropped_records"], 4);
     assert!(repaired["dropped_bytes"].as_u64().unwrap() > 0);
     assert!(
         repaired["first_dropped_at"].as_f64().unwrap()

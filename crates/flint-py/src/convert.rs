@@ -433,6 +433,7 @@ pub fn history<'py>(py: Python<'py>, events: &[HistoryEvent]) -> PyResult<Bound<
         d.set_item("at", to_unix_seconds(e.at))?;
         d.set_item("cost", e.cost)?;
         d.set_item("allowed", e.allowed)?;
+        d.set_item("blocked_by_other", e.blocked_by_other)?;
         d.set_item("remaining", e.remaining)?;
         list.append(d)?;
     }

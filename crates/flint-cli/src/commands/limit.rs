@@ -198,7 +198,14 @@ fn limit_on(limiter: &Limiter, json: bool, command: LimitCommand) -> Result<Outc
                     table.add_row(vec![
                         time(e.at, now),
                         e.cost.to_string(),
-                        if e.allowed { "yes" } else { "no" }.into(),
+                        if e.allowed {
+                            "yes"
+                        } else if e.blocked_by_other {
+                            "no (blocked by another key)"
+                        } else {
+                            "no"
+                        }
+                        .into(),
                         e.remaining.to_string(),
                     ]);
                 }
