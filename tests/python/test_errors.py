@@ -364,3 +364,15 @@ def test_an_io_error_names_the_os_error_once(data_dir: Path) -> None:
     message = str(caught.value)
     assert message.count(os.strerror(errno.EISDIR)) == 1, message
     assert caught.value.errno == errno.EISDIR
+
+
+def test_another_programs_log_is_named_as_such_not_as_damage(tmp_path) -> None:
+    data_dir = tmp_path / ".flint"
+    data_dir.mkdir()
+    (data_dir / "flint.aof").write_text('{"key": "api:user-42", "cost": 1}\n')
+    with pytest.raises(flint.StorageError) as raised:
+        flint.Limiter(data_dir)
+    message = str(raised.value)
+    assert not isinstance(raised.value, flint.CorruptedData)
+    assert "is not a Flint log" in message and "JSON lines" in message, message
+    assert "--repair" not in message, message

@@ -614,3 +614,31 @@ fn an_io_error_names_the_os_error_once() {
         assert!(message.contains("flint.aof"), "{message}");
     }
 }
+
+#[test]
+fn another_programs_log_is_one_line_naming_it_and_no_repair_advice() {
+    let (_tmp, dir) = data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("flint.aof"), "{\"key\": \"k\", \"cost\": 1}\n").unwrap();
+    let output = flint(&dir).args(["limit", "list"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr_of(&output);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.starts_with("flint: "), "{message}");
+    assert!(message.contains("is not a Flint log"), "{message}");
+    assert!(!message.contains("--repair"), "{message}");
+    // doctor reports it as a failed check (exit 1), and --repair has nothing to cut.
+    let output = flint(&dir)
+        .args(["doctor", "--repair", "--yes"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{report}{}",
+        stderr_of(&output)
+    );
+    assert!(report.contains("is not a Flint log"), "{report}");
+    assert!(!report.contains("--repair"), "{report}");
+}

@@ -49,14 +49,32 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// A file holds bytes that are not a valid Flint file; nothing was rewritten.
-    #[error("{} is corrupt at byte offset {offset}: {reason}; the file was left untouched (`flint doctor --repair` can cut the log at the last good record, after making a backup)", file.display())]
+    /// A Flint file holds bytes that Flint did not write (damage, or an edit); nothing
+    /// was rewritten.
+    #[error("{} is corrupt at byte offset {offset}: {reason}; the file was left untouched{}", file.display(), corrupt_hint(file))]
     Corrupt {
         /// The damaged file.
         file: PathBuf,
         /// Byte offset of the first damaged record.
         offset: u64,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// A file of the data directory was not written by Flint (another program's file
+    /// under a Flint name); nothing was changed.
+    #[error("{} is not a Flint {}: it starts with {found}; Flint changed nothing. Move the directory's files aside or give Flint a directory of its own", file.display(), file_kind(file))]
+    NotFlint {
+        /// The file.
+        file: PathBuf,
+        /// What it starts with, described.
+        found: String,
+    },
+    /// Repair cannot mend this damage (only a damaged log after its header can be cut).
+    #[error("{} cannot be repaired: {reason}; nothing was changed. Restore the data directory from a backup, or move it aside to start afresh", file.display())]
+    Unrepairable {
+        /// The damaged file.
+        file: PathBuf,
+        /// What is damaged.
         reason: String,
     },
     /// A file was written by a newer (or unknown) version of the format.
@@ -87,6 +105,49 @@ pub enum Error {
         /// The process that opened the limiter.
         opened_by: u32,
     },
+}
+
+/// What a corrupt file's message suggests: repair mends the log, nothing rebuilds a
+/// snapshot.
+fn corrupt_hint(file: &std::path::Path) -> &'static str {
+    if file_kind(file) == "log" {
+        " (`flint doctor --repair` can cut the log at the last good record, after making a backup)"
+    } else {
+        " (restore it from a backup: Flint cannot rebuild a snapshot)"
+    }
+}
+
+/// "log" or "snapshot", from the file's name.
+fn file_kind(file: &std::path::Path) -> &'static str {
+    let snapshot = file
+        .file_name()
+        .is_some_and(|name| name.to_string_lossy().starts_with("flint.snapshot"));
+    if snapshot {
+        "snapshot"
+    } else {
+        "log"
+    }
+}
+
+/// Describes the first bytes of a file that is not Flint's, for a message.
+pub(crate) fn describe_start(bytes: &[u8]) -> String {
+    let head = bytes.get(..bytes.len().min(48)).unwrap_or(bytes);
+    let text = String::from_utf8_lossy(head);
+    let printable = !head.is_empty()
+        && text
+            .chars()
+            .all(|c| c == '\n' || c == '\t' || c == '\r' || !c.is_control());
+    if !printable {
+        let hex: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        return format!("the bytes {}", hex.join(" "));
+    }
+    let first_line = text.lines().next().unwrap_or_default().trim();
+    let kind = if first_line.starts_with('{') {
+        " (JSON lines: perhaps the log of another flint-limiter implementation)"
+    } else {
+        " (text)"
+    };
+    format!("{first_line:?}{kind}")
 }
 
 fn locked_message(dir: &std::path::Path, pid: Option<u32>) -> String {
@@ -128,6 +189,8 @@ impl Error {
             self,
             Error::Io { .. }
                 | Error::Corrupt { .. }
+                | Error::NotFlint { .. }
+                | Error::Unrepairable { .. }
                 | Error::UnsupportedVersion { .. }
                 | Error::Locked { .. }
                 | Error::Poisoned { .. }

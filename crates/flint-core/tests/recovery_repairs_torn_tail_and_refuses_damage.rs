@@ -12,7 +12,7 @@ use flint_core::storage::backend::Backend;
 use flint_core::storage::file::FileBackend;
 use flint_core::storage::format::{LOG_FILE, SNAPSHOT_FILE};
 use flint_core::storage::repair;
-use flint_core::{Algorithm, CheckLevel, Error, Limiter, ManualClock, Status, SyncMode};
+use flint_core::{Algorithm, CheckLevel, Error, Limiter, ManualClock, Options, Status, SyncMode};
 use std::sync::Arc;
 
 /// Configures three keys (one per algorithm) and makes a few decisions.
@@ -418,4 +418,64 @@ fn repair_of_damage_the_snapshot_covers_drops_nothing() {
     repair::apply(&backend, plan, START).unwrap();
     drop(guard);
     assert_eq!(list(&dir, &clock), expected);
+}
+
+#[test]
+fn another_programs_file_is_named_as_such_not_as_damage_to_repair() {
+    let (_tmp, dir) = data_dir();
+    fs::create_dir_all(&dir).unwrap();
+    // The JSON-lines log of another flint-limiter implementation.
+    fs::write(
+        dir.join(LOG_FILE),
+        "{\"key\": \"api:user-42\", \"at\": 1700000000.0, \"cost\": 1}\n",
+    )
+    .unwrap();
+    let clock = Arc::new(ManualClock::new(START));
+    let error = Limiter::open(&dir, Options::default().clock(clock)).unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, Error::NotFlint { .. }), "{message}");
+    assert!(message.contains("is not a Flint log"), "{message}");
+    assert!(message.contains("\"{\\\"key\\\""), "{message}");
+    assert!(message.contains("JSON lines"), "{message}");
+    assert!(!message.contains("--repair"), "{message}");
+    // Repair refuses the same way, and changes nothing.
+    let (backend, _guard) = locked_backend(&dir);
+    let refused = repair::plan(&backend).unwrap_err();
+    assert!(matches!(refused, Error::NotFlint { .. }), "{refused}");
+    // Binary junk is shown as bytes.
+    fs::write(dir.join(LOG_FILE), [0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4]).unwrap();
+    drop(_guard);
+    let message = Limiter::open(&dir, Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("the bytes de ad be ef 00 01 02 03"),
+        "{message}"
+    );
+}
+
+#[test]
+fn repairs_refusals_do_not_recommend_repair() {
+    let (_tmp, dir) = data_dir();
+    let clock = Arc::new(ManualClock::new(START));
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    limiter
+        .limit("k", quota(10, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    limiter.close().unwrap();
+    // A damaged header: repair cannot tell where the records start.
+    let path = dir.join(LOG_FILE);
+    let mut log = fs::read(&path).unwrap();
+    log[18] ^= 0x01;
+    fs::write(&path, &log).unwrap();
+    let opened = Limiter::open(&dir, Options::default().clock(clock.clone())).unwrap_err();
+    assert!(matches!(opened, Error::Corrupt { .. }), "{opened}");
+    let (backend, guard) = locked_backend(&dir);
+    let refused = repair::plan(&backend).unwrap_err();
+    let message = refused.to_string();
+    assert!(matches!(refused, Error::Unrepairable { .. }), "{message}");
+    assert!(message.contains("cannot be repaired"), "{message}");
+    assert!(!message.contains("--repair"), "{message}");
+    assert_eq!(fs::read(&path).unwrap(), log, "nothing was changed");
+    drop(guard);
 }

@@ -85,7 +85,16 @@ pub fn to_py(py: Python<'_>, error: Error) -> PyErr {
                 ),
             ],
         ),
-        Error::UnsupportedVersion { .. } | Error::Poisoned { .. } => {
+        Error::Unrepairable { file, .. } => raise(
+            py,
+            "CorruptedData",
+            &message,
+            &[
+                ("filename", text(&file.display().to_string())),
+                ("offset", none()),
+            ],
+        ),
+        Error::NotFlint { .. } | Error::UnsupportedVersion { .. } | Error::Poisoned { .. } => {
             raise(py, "StorageError", &message, &[])
         }
         // A parent's limiter used in a forked child (`Forked`), `Closed`, and variants

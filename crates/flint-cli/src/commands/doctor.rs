@@ -22,7 +22,7 @@ pub(super) fn doctor(dir: &Path, json: bool, args: &DoctorArgs) -> Result<Outcom
         Err(error @ Error::Corrupt { .. }) if args.repair => {
             return repair(dir, json, args.yes, &error)
         }
-        Err(error @ Error::Corrupt { .. }) => {
+        Err(error @ (Error::Corrupt { .. } | Error::NotFlint { .. })) => {
             let detail = error.to_string();
             let value = json!({
                 "ok": false,

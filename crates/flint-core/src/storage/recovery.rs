@@ -18,11 +18,15 @@
 //!
 //! Nothing on disk is changed until the whole log has been judged.
 
-use crate::error::{Error, Result};
+use std::path::PathBuf;
+
+use crate::error::{describe_start, Error, Result};
 use crate::registry::Registry;
 use crate::storage::backend::{Backend, LogFile};
+use crate::storage::codec::{DecodeError, DecodeReason};
 use crate::storage::format::{
-    decode_log_header, encode_log_header, FRAME_HEADER_LEN, LOG_FILE, LOG_HEADER_LEN, SNAPSHOT_FILE,
+    decode_log_header, encode_log_header, FRAME_HEADER_LEN, LOG_FILE, LOG_HEADER_LEN, LOG_MAGIC,
+    SNAPSHOT_FILE, SNAPSHOT_MAGIC,
 };
 use crate::storage::record::{find_valid_frame_after, read_frame, without_synced, Event, Frame};
 use crate::storage::replace::{self, temp_name, ReplaceError};
@@ -83,7 +87,7 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
         None => (Registry::new(history_capacity), None),
         Some(bytes) => match snapshot::decode(&bytes, history_capacity) {
             Ok((registry, covers)) => (registry, Some(covers)),
-            Err(e) => return Err(e.into_error(snapshot_path)),
+            Err(e) => return Err(decode_failure(e, snapshot_path, &bytes)),
         },
     };
 
@@ -113,7 +117,7 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
 
     let (generation, version) = match decode_log_header(&bytes) {
         Ok(header) => (header.generation, header.version),
-        Err(e) => return Err(e.into_error(log_path)),
+        Err(e) => return Err(decode_failure(e, log_path, &bytes)),
     };
     let start = match covers {
         None if generation == 0 => LOG_HEADER_LEN,
@@ -265,6 +269,21 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
         torn,
         marked_through,
     })
+}
+
+/// The error for a file that does not decode: another program's file (its magic is
+/// not Flint's) is named as such, not as damage that repair could mend.
+pub(crate) fn decode_failure(e: DecodeError, file: PathBuf, bytes: &[u8]) -> Error {
+    let magics = [&LOG_MAGIC[..], &SNAPSHOT_MAGIC[..]];
+    let start = bytes.get(..bytes.len().min(8)).unwrap_or_default();
+    let foreign = !start.iter().all(|b| *b == 0) && !magics.iter().any(|m| m.starts_with(start));
+    if matches!(e.reason, DecodeReason::BadMagic { .. }) || foreign {
+        return Error::NotFlint {
+            file,
+            found: describe_start(bytes),
+        };
+    }
+    e.into_error(file)
 }
 
 /// The durability watermark of a version 2 log (see the module documentation): every

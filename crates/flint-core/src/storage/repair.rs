@@ -15,6 +15,7 @@ use crate::storage::format::{
     decode_log_header, encode_log_header, FRAME_HEADER_LEN, LOG_FILE, LOG_HEADER_LEN, SNAPSHOT_FILE,
 };
 use crate::storage::record::{find_valid_frame_after, read_frame, strip_synced, Event, Frame};
+use crate::storage::recovery::decode_failure;
 use crate::storage::recovery::NEW_LOG_CAPACITY;
 use crate::storage::replace;
 use crate::storage::snapshot;
@@ -71,38 +72,53 @@ fn find_damage(log: &[u8], from: usize) -> Option<(usize, String)> {
 /// what a repair would do, or `None` when the log has no damage before valid records.
 pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
     let log_path = backend.path(LOG_FILE);
-    let corrupt = |offset, reason: String| Error::Corrupt {
-        file: log_path.clone(),
-        offset,
-        reason,
-    };
     let Some(log) = backend
         .read(LOG_FILE)
         .map_err(|e| Error::io("read", &log_path, e))?
     else {
         return Ok(None);
     };
-    let generation = decode_log_header(&log)
-        .map_err(|e| {
-            corrupt(
-                0,
-                format!("the log header is damaged ({e}); repair cannot tell where records start"),
-            )
-        })?
-        .generation;
+    // Repair only cuts a log after its header; anything else it refuses, without
+    // recommending itself.
+    let generation = match decode_log_header(&log) {
+        Ok(header) => header.generation,
+        Err(e) => {
+            if let error @ Error::NotFlint { .. } =
+                decode_failure(e.clone(), log_path.clone(), &log)
+            {
+                return Err(error);
+            }
+            return Err(Error::Unrepairable {
+                file: log_path,
+                reason: format!(
+                    "the log header is damaged ({}), so repair cannot tell where records start",
+                    e.reason
+                ),
+            });
+        }
+    };
+    let snapshot_path = backend.path(SNAPSHOT_FILE);
     let covers = match backend
         .read(SNAPSHOT_FILE)
-        .map_err(|e| Error::io("read", backend.path(SNAPSHOT_FILE), e))?
+        .map_err(|e| Error::io("read", &snapshot_path, e))?
     {
-        Some(bytes) => Some(
-            snapshot::decode(&bytes, 0)
-                .map_err(|_| Error::Corrupt {
-                    file: backend.path(SNAPSHOT_FILE),
-                    offset: 0,
-                    reason: "the snapshot is damaged; repair only mends the log".into(),
-                })?
-                .1,
-        ),
+        Some(bytes) => match snapshot::decode(&bytes, 0) {
+            Ok((_, covers)) => Some(covers),
+            Err(e) => {
+                if let error @ Error::NotFlint { .. } =
+                    decode_failure(e.clone(), snapshot_path.clone(), &bytes)
+                {
+                    return Err(error);
+                }
+                return Err(Error::Unrepairable {
+                    file: snapshot_path,
+                    reason: format!(
+                        "the snapshot is damaged at byte offset {} ({}); repair mends only the log",
+                        e.offset, e.reason
+                    ),
+                });
+            }
+        },
         None => None,
     };
     let header = LOG_HEADER_LEN as usize;
