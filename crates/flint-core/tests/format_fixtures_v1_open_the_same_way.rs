@@ -863,9 +863,11 @@ fn damaged_snapshot_is_refused_and_repair_declines() {
     let case = "damaged_snapshot";
     let (_tmp, dir, _clock) = assert_refused(case, "flint.snapshot", 0);
     let backend = FileBackend::open(&dir).unwrap();
+    // Repair mends only the log: it refuses, without recommending itself.
     match repair::plan(&backend) {
-        Err(Error::Corrupt { file, offset, .. }) => {
-            assert_eq!((file, offset), (dir.join("flint.snapshot"), 0));
+        Err(Error::Unrepairable { file, reason }) => {
+            assert_eq!(file, dir.join("flint.snapshot"));
+            assert!(reason.contains("byte offset 0"), "{reason}");
         }
         other => panic!("repair must refuse a damaged snapshot: {other:?}"),
     }

@@ -439,7 +439,7 @@ fn another_programs_file_is_named_as_such_not_as_damage_to_repair() {
     assert!(message.contains("JSON lines"), "{message}");
     assert!(!message.contains("--repair"), "{message}");
     // Repair refuses the same way, and changes nothing.
-    let (backend, _guard) = locked_backend(&dir);
+    let (backend, guard) = locked_backend(&dir);
     let refused = repair::plan(&backend).unwrap_err();
     assert!(matches!(refused, Error::NotFlint { .. }), "{refused}");
     // Binary junk is shown as bytes.
