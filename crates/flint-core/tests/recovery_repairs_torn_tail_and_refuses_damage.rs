@@ -444,7 +444,7 @@ fn another_programs_file_is_named_as_such_not_as_damage_to_repair() {
     assert!(matches!(refused, Error::NotFlint { .. }), "{refused}");
     // Binary junk is shown as bytes.
     fs::write(dir.join(LOG_FILE), [0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4]).unwrap();
-    drop(_guard);
+    drop(guard);
     let message = Limiter::open(&dir, Options::default())
         .unwrap_err()
         .to_string();
