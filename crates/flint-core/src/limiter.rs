@@ -582,7 +582,7 @@ impl Limiter {
             let seq = shared.append(&mut core, &event)?;
             core.registry
                 .apply(&event)
-                .map_err(|reason| Error::invalid(Some(key), reason))?;
+                .map_err(|reason| Error::invalid(Some(key), reason.to_string()))?;
             seq
         };
         shared.wait_if_always(seq)

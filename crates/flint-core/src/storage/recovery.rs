@@ -130,7 +130,7 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
                     registry.apply(&event).map_err(|reason| Error::Corrupt {
                         file: log_path.clone(),
                         offset: at as u64,
-                        reason,
+                        reason: reason.to_string(),
                     })?;
                     replayed += 1;
                 }
