@@ -952,7 +952,7 @@ impl Shared {
         let event = event(id, now);
         let seq = self.append(&mut core, &event)?;
         self.apply(&mut core, |r| r.apply(&event))?
-            .map_err(|reason| Error::invalid(Some(key), reason))?;
+            .map_err(|reason| Error::invalid(Some(key), reason.to_string()))?;
         drop(core);
         Ok(self.durable_after((), seq))
     }

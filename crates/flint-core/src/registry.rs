@@ -8,7 +8,8 @@ use std::hash::BuildHasher;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::algorithm::{LimitState, Quota};
-use crate::clock::UnixNanos;
+use crate::clock::{UnixNanos, MAX_TIME};
+use crate::storage::codec::DecodeReason;
 use crate::storage::record::{CheckAllItem, Event};
 
 /// How many decisions a key remembers for `history()` unless configured otherwise.
@@ -53,6 +54,14 @@ enum Part {
     Denied,
     /// Denied only because another key of the same check-all lacked room.
     Blocked,
+}
+
+/// Why [`Registry::record`] refused a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    UnknownKey,
+    CostOutOfRange,
+    BeyondQuota,
 }
 
 /// Everything the engine knows about one key.
@@ -206,6 +215,8 @@ impl Registry {
 
     /// Records one decision of `id`; consumes `cost` when allowed. `remaining` is the
     /// decision's own figure when live; replay recomputes it (the same number).
+    /// Returns false when `id` is unknown, or when an allowed check left the key beyond
+    /// its quota (a decision the algorithm would not have allowed).
     pub fn apply_check(
         &mut self,
         id: u32,
@@ -215,12 +226,13 @@ impl Registry {
         remaining: Option<u64>,
     ) -> bool {
         let part = if allowed { Part::Allowed } else { Part::Denied };
-        self.record(id, at, cost, part, remaining)
+        self.record(id, at, cost, part, remaining).is_ok()
     }
 
     /// Records the part of `id` in an all-or-nothing check: consumed when the check
     /// was `allowed`; otherwise a denial counted on `id` only when it `lacked_room`, and
-    /// a decision blocked by another key (history only) when it had room.
+    /// a decision blocked by another key (history only) when it had room. Returns what
+    /// [`apply_check`](Self::apply_check) returns.
     pub fn apply_check_all_item(
         &mut self,
         id: u32,
@@ -235,9 +247,14 @@ impl Registry {
             (false, true) => Part::Denied,
             (false, false) => Part::Blocked,
         };
-        self.record(id, at, cost, part, remaining)
+        self.record(id, at, cost, part, remaining).is_ok()
     }
 
+    /// Records one decision, or refuses it (changing nothing but the high-water time)
+    /// when `id` is unknown, `cost` is outside `1..=rate`, or an allowed decision would
+    /// leave the key beyond its quota (one the algorithm would have denied). Live calls
+    /// validate first and are never refused; replay reports a refusal as corruption.
+    #[inline]
     fn record(
         &mut self,
         id: u32,
@@ -245,18 +262,27 @@ impl Registry {
         cost: u64,
         part: Part,
         remaining: Option<u64>,
-    ) -> bool {
+    ) -> Result<(), Refusal> {
         self.see(at);
         let capacity = self.history_capacity;
         let Some(entry) = self.get_mut(id) else {
-            return false;
+            return Err(Refusal::UnknownKey);
         };
+        if cost == 0 || cost > entry.quota.rate() {
+            return Err(Refusal::CostOutOfRange);
+        }
+        let mut after = None;
         // Counters saturate: a key checked at the largest rate for long enough would
         // pass u64::MAX in its cost counters, and a stuck maximum beats a wrap to zero.
         let c = &mut entry.counters;
         match part {
             Part::Allowed => {
-                entry.state.consume(&entry.quota, at, cost);
+                after = Some(
+                    entry
+                        .state
+                        .consume(&entry.quota, at, cost)
+                        .ok_or(Refusal::BeyondQuota)?,
+                );
                 c.allowed = c.allowed.saturating_add(1);
                 c.allowed_cost = c.allowed_cost.saturating_add(cost);
             }
@@ -268,7 +294,9 @@ impl Registry {
         }
         entry.last_seen = at;
         if capacity > 0 {
-            let remaining = remaining.unwrap_or_else(|| entry.state.remaining(&entry.quota, at));
+            let remaining = remaining
+                .or(after)
+                .unwrap_or_else(|| entry.state.remaining(&entry.quota, at));
             let history = entry.history.get_or_insert_with(Box::default);
             if history.len() >= capacity {
                 history.pop_front();
@@ -281,7 +309,7 @@ impl Registry {
                 blocked_by_other: part == Part::Blocked,
             });
         }
-        true
+        Ok(())
     }
 
     /// Puts `id` back to full capacity.
@@ -308,52 +336,196 @@ impl Registry {
         true
     }
 
-    /// Applies a logged event (recovery). Returns an error when the event names a key
-    /// id that does not exist, which means the log is damaged.
-    pub fn apply(&mut self, event: &Event) -> Result<(), String> {
-        let known = match event {
-            Event::Configure { id, at, quota, key } => {
-                if self.get(*id).is_none() && *id < self.next_id() {
-                    return Err(format!("configure record reuses the retired key id {id}"));
-                }
-                if self.get(*id).is_none() && self.lookup(key).is_some() {
-                    return Err(format!("configure record gives key {key:?} a second id"));
-                }
-                self.apply_configure(*id, key, *quota, *at);
-                true
-            }
+    /// Applies a logged event (recovery), after checking that it is one the engine
+    /// could have written in this state. A record that passes its checksum but breaks
+    /// an invariant (a key id that does not exist, a cost outside the limit, an allowed
+    /// check the algorithm would have denied, time going backwards) means the log was
+    /// edited or damaged: the error says which invariant, and nothing of the event is
+    /// kept worth anything (recovery fails).
+    pub fn apply(&mut self, event: &Event) -> Result<(), DecodeReason> {
+        match event {
+            // The common record first: replay speed is mostly this arm.
             Event::Check {
                 id,
                 at,
                 cost,
                 allowed,
-            } => self.apply_check(*id, *at, *cost, *allowed, None),
+            } => {
+                self.check_time(*at)?;
+                let part = if *allowed {
+                    Part::Allowed
+                } else {
+                    Part::Denied
+                };
+                self.record(*id, *at, *cost, part, None)
+                    .map_err(|refusal| self.refused(refusal, *id, *cost))
+            }
+            Event::Configure { id, at, quota, key } => {
+                self.check_time(*at)?;
+                self.check_configure(*id, key)?;
+                self.apply_configure(*id, key, *quota, *at);
+                Ok(())
+            }
             Event::CheckAll { at, allowed, items } => {
-                if let Some(item) = items.iter().find(|i| self.get(i.id).is_none()) {
-                    return Err(format!("check-all record names unknown key id {}", item.id));
-                }
+                self.check_time(*at)?;
+                self.check_check_all(*allowed, items)?;
                 for &CheckAllItem {
                     id,
                     cost,
                     lacked_room,
                 } in items
                 {
-                    self.apply_check_all_item(id, *at, cost, *allowed, lacked_room, None);
+                    let part = match (*allowed, lacked_room) {
+                        (true, _) => Part::Allowed,
+                        (false, true) => Part::Denied,
+                        (false, false) => Part::Blocked,
+                    };
+                    self.record(id, *at, cost, part, None)
+                        .map_err(|refusal| self.refused(refusal, id, cost))?;
                 }
-                true
+                Ok(())
             }
-            Event::Reset { id, at } => self.apply_reset(*id, *at),
-            Event::Remove { id, at } => self.apply_remove(*id, *at),
+            Event::Reset { id, at } => {
+                self.check_time(*at)?;
+                self.known(*id)?;
+                self.apply_reset(*id, *at);
+                Ok(())
+            }
+            Event::Remove { id, at } => {
+                self.check_time(*at)?;
+                self.known(*id)?;
+                self.apply_remove(*id, *at);
+                Ok(())
+            }
             // The durability watermark is for recovery; the limiter's state is unchanged
             // (not even its high-water time: the record is not a decision).
-            Event::Synced { .. } => true,
-        };
-        if known {
-            Ok(())
-        } else {
-            Err("record names an unknown key id".to_owned())
+            Event::Synced { .. } => Ok(()),
         }
     }
+
+    /// The engine decides at max(clock, high water), under the lock that orders the
+    /// log, and never past `MAX_TIME`: a decision's time is neither before the
+    /// previous one nor after `MAX_TIME`.
+    #[inline]
+    fn check_time(&self, at: UnixNanos) -> Result<(), DecodeReason> {
+        if at < self.high_water {
+            return Err(inconsistent(format!(
+                "the record's time {at} is before the time of an earlier event ({}); recorded times never go backwards",
+                self.high_water
+            )));
+        }
+        if at > MAX_TIME {
+            return Err(inconsistent(format!(
+                "the record's time {at} is after MAX_TIME ({MAX_TIME})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Why a logged decision was refused, in words.
+    fn refused(&self, refusal: Refusal, id: u32, cost: u64) -> DecodeReason {
+        let Some(entry) = self.get(id) else {
+            return self
+                .known(id)
+                .err()
+                .unwrap_or_else(|| inconsistent(String::new()));
+        };
+        let (key, rate) = (&entry.key, entry.quota.rate());
+        inconsistent(match refusal {
+            Refusal::UnknownKey | Refusal::CostOutOfRange => {
+                format!("the record checks key {key:?} for {cost} units, outside 1 to its rate {rate}")
+            }
+            Refusal::BeyondQuota => format!(
+                "the record allows key {key:?} {cost} units that its limit had no room for (the algorithm denies such a check)"
+            ),
+        })
+    }
+
+    fn known(&self, id: u32) -> Result<&Entry, DecodeReason> {
+        self.get(id).ok_or_else(|| {
+            let why = if id < self.next_id() {
+                "a removed key"
+            } else {
+                "no key"
+            };
+            inconsistent(format!("the record names key id {id}, which is {why}"))
+        })
+    }
+
+    /// A configure record either changes the limit of the key that has `id`, or
+    /// creates a new key with the next id; key ids are never reused or skipped.
+    fn check_configure(&self, id: u32, key: &str) -> Result<(), DecodeReason> {
+        if key.is_empty() {
+            return Err(inconsistent("a configure record holds an empty key".into()));
+        }
+        if let Some(entry) = self.get(id) {
+            if &*entry.key != key {
+                return Err(inconsistent(format!(
+                    "a configure record gives key id {id}, which is key {:?}, to key {key:?}",
+                    entry.key
+                )));
+            }
+            return Ok(());
+        }
+        let next = self.next_id();
+        if id != next || id == u32::MAX {
+            return Err(inconsistent(format!(
+                "a configure record creates key {key:?} with id {id}, but the next key id is {next} (ids are never reused or skipped)"
+            )));
+        }
+        if let Some(other) = self.lookup(key) {
+            return Err(inconsistent(format!(
+                "a configure record gives key {key:?}, which has id {other}, a second id {id}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A checked cost is between 1 and the key's rate: the engine refuses others.
+    fn check_cost(&self, id: u32, cost: u64) -> Result<(), DecodeReason> {
+        let entry = self.known(id)?;
+        let rate = entry.quota.rate();
+        if cost == 0 || cost > rate {
+            return Err(inconsistent(format!(
+                "the record checks key {:?} for {cost} units, outside 1 to its rate {rate}",
+                entry.key
+            )));
+        }
+        Ok(())
+    }
+
+    /// A check-all names distinct known keys, each with a cost within its rate; when
+    /// allowed no key lacked room, when denied at least one did.
+    fn check_check_all(&self, allowed: bool, items: &[CheckAllItem]) -> Result<(), DecodeReason> {
+        if items.is_empty() {
+            return Err(inconsistent("a check-all record names no key".into()));
+        }
+        for (n, item) in items.iter().enumerate() {
+            self.check_cost(item.id, item.cost)?;
+            if items.iter().take(n).any(|other| other.id == item.id) {
+                return Err(inconsistent(format!(
+                    "a check-all record names key id {} twice",
+                    item.id
+                )));
+            }
+        }
+        let lacking = items.iter().filter(|i| i.lacked_room).count();
+        if allowed && lacking > 0 {
+            return Err(inconsistent(
+                "an allowed check-all record says a key lacked room".into(),
+            ));
+        }
+        if !allowed && lacking == 0 {
+            return Err(inconsistent(
+                "a denied check-all record says no key lacked room".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn inconsistent(why: String) -> DecodeReason {
+    DecodeReason::Inconsistent(why)
 }
 
 #[cfg(test)]

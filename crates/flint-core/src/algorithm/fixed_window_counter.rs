@@ -43,11 +43,13 @@ impl FixedWindow {
         }
     }
 
-    pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
+    #[inline]
+    pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) -> Option<u64> {
         let per = quota.per_ns();
         let window = now - now % per;
         self.used = self.used_at(window).saturating_add(cost);
         self.start = window;
+        quota.rate().checked_sub(self.used)
     }
 }
 

@@ -163,8 +163,13 @@ impl LimitState {
         }
     }
 
-    /// Consumes `cost` units at `now`: applies a decision that was allowed.
-    pub fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
+    /// Consumes `cost` units at `now`: applies a decision that was allowed. Returns the
+    /// units remaining afterwards (what [`remaining`](Self::remaining) would say), or
+    /// `None` when the key went beyond its quota, which happens exactly when
+    /// [`decide`](Self::decide) would have denied it (replay checks every allowed
+    /// record so).
+    #[inline]
+    pub fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) -> Option<u64> {
         match self {
             LimitState::TokenBucket(s) => s.consume(quota, now, cost),
             LimitState::SlidingWindowLog(s) => s.consume(quota, now, cost),
@@ -205,6 +210,7 @@ impl LimitState {
         let consumed = old.rate().saturating_sub(remaining).min(new.rate());
         let mut state = LimitState::full(new.algorithm());
         if consumed > 0 {
+            // Within the new quota: at most its rate is consumed at once.
             state.consume(new, now, consumed);
         }
         state

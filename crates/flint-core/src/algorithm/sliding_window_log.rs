@@ -102,7 +102,7 @@ impl SlidingLog {
         }
     }
 
-    pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
+    pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) -> Option<u64> {
         let per = quota.per_ns();
         while let Some(front) = self.runs.front() {
             if !expired(front.at, per, now) {
@@ -116,6 +116,10 @@ impl SlidingLog {
             Some(back) if back.at == now => back.total = total,
             _ => self.runs.push_back(Run { at: now, total }),
         }
+        // Every run left is inside the window now: their sum is what the window uses.
+        quota
+            .rate()
+            .checked_sub(total.wrapping_sub(self.expired_total))
     }
 }
 

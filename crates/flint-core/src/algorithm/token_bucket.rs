@@ -42,7 +42,7 @@ impl TokenBucket {
             let allowed_at = scaled_to_nanos_ceil(after - capacity, rate);
             Decision {
                 allowed: false,
-                remaining: div(now_scaled + capacity - base, per) as u64,
+                remaining: div((now_scaled + capacity).saturating_sub(base), per) as u64,
                 reset_at: scaled_to_nanos_ceil(base, rate).max(now),
                 retry_after: allowed_at.saturating_sub(now),
                 limit: quota.rate(),
@@ -58,13 +58,27 @@ impl TokenBucket {
         let per = u128::from(quota.per_ns());
         let now_scaled = u128::from(now) * rate;
         let base = self.tat.max(now_scaled);
-        div(now_scaled + rate * per - base, per) as u64
+        // Saturating: only a state beyond the capacity (refused on load) could go below.
+        div((now_scaled + rate * per).saturating_sub(base), per) as u64
     }
 
-    pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) {
+    #[inline]
+    pub(crate) fn consume(&mut self, quota: &Quota, now: UnixNanos, cost: u64) -> Option<u64> {
         let rate = u128::from(quota.rate());
         let per = u128::from(quota.per_ns());
-        self.tat = self.tat.max(u128::from(now) * rate) + u128::from(cost) * per;
+        let now_scaled = u128::from(now) * rate;
+        self.tat = self.tat.max(now_scaled) + u128::from(cost) * per;
+        // Within capacity: tat - now_scaled <= rate * per.
+        let room = (now_scaled + rate * per).checked_sub(self.tat)?;
+        Some(div(room, per) as u64)
+    }
+
+    /// Whether the bucket can be the state of a key with `quota` whose latest event was
+    /// at `latest`: never more than its capacity consumed ahead of that time.
+    pub(crate) fn within(&self, quota: &Quota, latest: UnixNanos) -> bool {
+        let rate = u128::from(quota.rate());
+        let per = u128::from(quota.per_ns());
+        self.tat <= u128::from(latest) * rate + rate * per
     }
 }
 

@@ -298,13 +298,19 @@ impl<'a> Cursor<'a> {
 /// time: the hot path of replay (check records) reads through it without a bounds
 /// check or a branch per field. Reads past `N` do not compile.
 #[derive(Debug, Clone, Copy)]
-pub struct Fixed<'a, const N: usize>(&'a [u8; N]);
+pub struct Fixed<'a, const N: usize>(pub &'a [u8; N]);
 
 impl<'a, const N: usize> Fixed<'a, N> {
     /// The view, when `bytes` has exactly `N` bytes.
     #[inline]
     pub fn new(bytes: &'a [u8]) -> Option<Self> {
         <&[u8; N]>::try_from(bytes).ok().map(Fixed)
+    }
+
+    /// The view of the first `N` bytes of `bytes`, when it has that many.
+    #[inline]
+    pub fn prefix(bytes: &'a [u8]) -> Option<Self> {
+        bytes.first_chunk::<N>().map(Fixed)
     }
 
     #[inline]
@@ -396,6 +402,8 @@ mod tests {
         assert_eq!(f.u32::<1>(), 1);
         assert_eq!(f.u64::<5>(), 2);
         assert!(Fixed::<13>::new(&bytes[..12]).is_none());
+        assert_eq!(Fixed::<5>::prefix(&bytes).unwrap().u32::<1>(), 1);
+        assert!(Fixed::<14>::prefix(&bytes).is_none());
     }
 
     #[test]

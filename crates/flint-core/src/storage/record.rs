@@ -293,12 +293,11 @@ pub enum Frame<'a> {
 }
 
 /// Reads the frame that starts at `at` in `log` (a whole log file: offsets are its).
+#[inline]
 pub fn read_frame(log: &[u8], at: usize) -> Frame<'_> {
-    let offset = at as u64;
-    let bad = |reason| Frame::Bad(DecodeError::new(offset, reason));
+    let bad = |reason| Frame::Bad(DecodeError::new(at as u64, reason));
     let rest = log.get(at..).unwrap_or(&[]);
-    let mut r = Cursor::new(rest, offset);
-    let (Ok(len), Ok(crc)) = (r.u32("record length"), r.u32("record checksum")) else {
+    let Some((header, body)) = rest.split_first_chunk::<{ FRAME_HEADER_LEN as usize }>() else {
         return if rest.iter().all(|b| *b == 0) {
             Frame::End
         } else {
@@ -307,6 +306,8 @@ pub fn read_frame(log: &[u8], at: usize) -> Frame<'_> {
             })
         };
     };
+    let header = Fixed(header);
+    let (len, crc) = (header.u32::<0>(), header.u32::<4>());
     if len == 0 {
         return if crc == 0 {
             Frame::End
@@ -317,7 +318,7 @@ pub fn read_frame(log: &[u8], at: usize) -> Frame<'_> {
     if len > MAX_PAYLOAD_LEN {
         return bad(DecodeReason::ImpossibleLength(len));
     }
-    let Ok(payload) = r.take(len as usize, "record payload") else {
+    let Some(payload) = body.get(..len as usize) else {
         return bad(DecodeReason::Truncated { field: "record" });
     };
     if crc32c::crc32c(payload) != crc {

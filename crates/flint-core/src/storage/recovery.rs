@@ -162,7 +162,7 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
                 if start_seen {
                     registry
                         .apply(&event)
-                        .map_err(|reason| corrupt(at as u64, reason))?;
+                        .map_err(|reason| corrupt(at as u64, reason.to_string()))?;
                     replayed += 1;
                 }
                 at = next;

@@ -3,10 +3,14 @@
 use std::collections::VecDeque;
 
 use crate::algorithm::{Algorithm, FixedWindow, LimitState, Quota, Run, SlidingLog, TokenBucket};
+use crate::clock::{UnixNanos, MAX_TIME};
 use crate::duration::Period;
 use crate::registry::{Counters, Entry, HistoryEvent, Registry};
 use crate::storage::codec::{Cursor, DecodeError, DecodeReason};
-use crate::storage::format::{history_flags, MAX_KEY_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+use crate::storage::format::{
+    history_flags, LOG_HEADER_LEN, MAX_KEY_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
+};
+use crate::MAX_RATE;
 
 /// The log position a snapshot covers: every record of log `generation` before
 /// byte `offset` is included in it.
@@ -121,14 +125,38 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
         generation: r.u64("covered log generation")?,
         offset: r.u64("covered log offset")?,
     };
+    // Every check below is an invariant of the state the engine writes: the bytes
+    // passed their checksum, so a failure means they were edited (or written by a
+    // broken build), and loading them would give a key impossible quota or counts.
+    if covers.offset < LOG_HEADER_LEN {
+        return Err(inconsistent(
+            24,
+            format!(
+                "it covers the log up to offset {}, inside the log's header",
+                covers.offset
+            ),
+        ));
+    }
     let mut registry = Registry::new(history_capacity);
-    registry.high_water = r.u64("high-water time")?;
+    let high_water_at = r.offset();
+    let high_water = r.u64("high-water time")?;
+    if high_water > MAX_TIME {
+        return Err(inconsistent(
+            high_water_at,
+            format!("its latest time {high_water} is after MAX_TIME ({MAX_TIME})"),
+        ));
+    }
+    registry.high_water = high_water;
     let next_id = r.u32("next key id")?;
     let count = r.u64("key count")?;
     for _ in 0..count {
         let entry_at = r.offset();
         let id = r.u32("key id")?;
+        let key_at = r.offset();
         let key = r.str16("key", MAX_KEY_LEN)?;
+        if key.is_empty() {
+            return Err(inconsistent(key_at, "a key is empty".into()));
+        }
         let rate_at = r.offset();
         let rate = r.u64("rate")?;
         let per_at = r.offset();
@@ -141,83 +169,59 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
             Period::from_millis(per_ms).map_err(|e| DecodeError::bad_value(per_at, "period", e))?;
         let quota = Quota::new(rate, period, algorithm)
             .map_err(|e| DecodeError::bad_value(rate_at, "rate", e))?;
+        let counters_at = r.offset();
         let counters = Counters {
             allowed: r.u64("allowed count")?,
             denied: r.u64("denied count")?,
             allowed_cost: r.u64("allowed cost")?,
             denied_cost: r.u64("denied cost")?,
         };
+        // Every cost is at least 1 (and the sums saturate together with the counts).
+        if counters.allowed_cost < counters.allowed {
+            return Err(inconsistent(
+                counters_at + 16,
+                format!(
+                    "key {key:?} has {} allowed checks but only {} units allowed",
+                    counters.allowed, counters.allowed_cost
+                ),
+            ));
+        }
+        if counters.denied_cost < counters.denied {
+            return Err(inconsistent(
+                counters_at + 24,
+                format!(
+                    "key {key:?} has {} denied checks but only {} units denied",
+                    counters.denied, counters.denied_cost
+                ),
+            ));
+        }
+        let last_seen_at = r.offset();
         let last_seen = r.u64("last seen time")?;
-        let state = match algorithm {
-            Algorithm::TokenBucket => LimitState::TokenBucket(TokenBucket {
-                tat: r.u128("token bucket state")?,
-            }),
-            Algorithm::FixedWindowCounter => LimitState::FixedWindowCounter(FixedWindow {
-                start: r.u64("window start")?,
-                used: r.u64("window use")?,
-            }),
-            Algorithm::SlidingWindowLog => {
-                let expired_total = r.u64("expired total")?;
-                let runs_len = r.count("run count", 16)?;
-                let mut runs = VecDeque::with_capacity(runs_len);
-                for _ in 0..runs_len {
-                    runs.push_back(Run {
-                        at: r.u64("run time")?,
-                        total: r.u64("run total")?,
-                    });
-                }
-                LimitState::SlidingWindowLog(Box::new(SlidingLog {
-                    runs,
-                    expired_total,
-                }))
-            }
-        };
-        let history_len = r.count("history length", 25)?;
-        let history = if history_len == 0 {
-            None
-        } else {
-            let mut events = VecDeque::with_capacity(history_len.min(history_capacity));
-            for _ in 0..history_len {
-                let at = r.u64("history time")?;
-                let cost = r.u64("history cost")?;
-                let remaining = r.u64("history remaining")?;
-                let flags_at = r.offset();
-                let flags = r.u8("history flags")?;
-                // Version 1 wrote 0 or 1 (allowed); version 2 adds "blocked by another key".
-                let known = if version == 1 {
-                    history_flags::ALLOWED
-                } else {
-                    history_flags::ALLOWED | history_flags::BLOCKED_BY_OTHER
-                };
-                if flags & !known != 0 {
-                    return Err(DecodeError::bad_value(
-                        flags_at,
-                        "history flags",
-                        format!("unknown flags {flags:#04x}"),
-                    ));
-                }
-                let event = HistoryEvent {
-                    at,
-                    cost,
-                    remaining,
-                    allowed: flags & history_flags::ALLOWED != 0,
-                    blocked_by_other: flags & history_flags::BLOCKED_BY_OTHER != 0,
-                };
-                if events.len() == history_capacity {
-                    events.pop_front();
-                }
-                if history_capacity > 0 {
-                    events.push_back(event);
-                }
-            }
-            (!events.is_empty()).then(|| Box::new(events))
-        };
+        if last_seen > high_water {
+            return Err(inconsistent(
+                last_seen_at,
+                format!(
+                    "key {key:?} was last seen at {last_seen}, after the latest time {high_water}"
+                ),
+            ));
+        }
+        let state = decode_state(&mut r, key, &quota, high_water)?;
+        let history = decode_history(
+            &mut r,
+            key,
+            version,
+            history_capacity,
+            high_water,
+            last_seen,
+        )?;
+        // Idle keys keep no history allocation, as live.
+        let history = (!history.is_empty()).then(|| Box::new(history));
         if id >= next_id || registry.get(id).is_some() || registry.lookup(key).is_some() {
-            return Err(Cursor::error_at(
+            return Err(inconsistent(
                 entry_at,
-                DecodeReason::Inconsistent(format!(
+                format!(
                     "key {key:?} or its id {id} appears twice, or the id is not below the next id {next_id}"
-                )),
+                ),
             ));
         }
         registry.insert_entry(
@@ -235,6 +239,194 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
     r.finish()?;
     registry.reserve_ids(next_id);
     Ok((registry, covers))
+}
+
+fn inconsistent(offset: u64, why: String) -> DecodeError {
+    DecodeError::new(offset, DecodeReason::Inconsistent(why))
+}
+
+/// Reads and checks one key's algorithm state: within its quota as of the latest time
+/// (`high_water`).
+fn decode_state(
+    r: &mut Cursor<'_>,
+    key: &str,
+    quota: &Quota,
+    high_water: UnixNanos,
+) -> Result<LimitState, DecodeError> {
+    let state_at = r.offset();
+    Ok(match quota.algorithm() {
+        Algorithm::TokenBucket => {
+            let bucket = TokenBucket {
+                tat: r.u128("token bucket state")?,
+            };
+            // A consumption never takes the bucket more than its capacity ahead of its
+            // time, and a reconfiguration starts from a full bucket.
+            if !bucket.within(quota, high_water) {
+                return Err(inconsistent(
+                    state_at,
+                    format!("token bucket {key:?} has consumed more than its capacity ahead of the latest time"),
+                ));
+            }
+            LimitState::TokenBucket(bucket)
+        }
+        Algorithm::FixedWindowCounter => {
+            let window = FixedWindow {
+                start: r.u64("window start")?,
+                used: r.u64("window use")?,
+            };
+            if window.start > high_water || !window.start.is_multiple_of(quota.per_ns()) {
+                return Err(inconsistent(
+                    state_at,
+                    format!(
+                        "fixed window {key:?} starts at {}, not a multiple of its period at or before the latest time",
+                        window.start
+                    ),
+                ));
+            }
+            // A reconfiguration carries over at most the new rate.
+            if window.used > quota.rate() {
+                return Err(inconsistent(
+                    state_at + 8,
+                    format!(
+                        "fixed window {key:?} has used {} units of its rate {}",
+                        window.used,
+                        quota.rate()
+                    ),
+                ));
+            }
+            LimitState::FixedWindowCounter(window)
+        }
+        Algorithm::SlidingWindowLog => {
+            let expired_total = r.u64("expired total")?;
+            let runs_len = r.count("run count", 16)?;
+            let mut runs = VecDeque::with_capacity(runs_len);
+            let mut previous: Option<UnixNanos> = None;
+            let mut total = expired_total;
+            let mut kept: u64 = 0;
+            for _ in 0..runs_len {
+                let at_offset = r.offset();
+                let at = r.u64("run time")?;
+                let total_offset = r.offset();
+                let run_total = r.u64("run total")?;
+                // Runs are appended in time order, one per distinct time, never after
+                // the latest time.
+                if at > high_water || previous.is_some_and(|p| p >= at) {
+                    return Err(inconsistent(
+                        at_offset,
+                        format!("sliding window {key:?} has a run at {at} out of time order"),
+                    ));
+                }
+                // Totals wrap (see the algorithm): only differences count. Each run
+                // adds at least one unit; the runs kept were all inside the window at
+                // the last consumption, so they sum to at most the rate then, which
+                // is at most MAX_RATE (not the current rate: a reconfiguration to a
+                // lower rate keeps them).
+                let added = run_total.wrapping_sub(total);
+                kept = kept.saturating_add(added);
+                if added == 0 || kept > MAX_RATE {
+                    return Err(inconsistent(
+                        total_offset,
+                        format!(
+                            "sliding window {key:?} has runs whose totals are not consistent (a run adds {added} units, the runs sum to {kept})"
+                        ),
+                    ));
+                }
+                previous = Some(at);
+                total = run_total;
+                runs.push_back(Run {
+                    at,
+                    total: run_total,
+                });
+            }
+            LimitState::SlidingWindowLog(Box::new(SlidingLog {
+                runs,
+                expired_total,
+            }))
+        }
+    })
+}
+
+/// Reads and checks one key's history, keeping its last `capacity` decisions.
+fn decode_history(
+    r: &mut Cursor<'_>,
+    key: &str,
+    version: u32,
+    capacity: usize,
+    high_water: UnixNanos,
+    last_seen: UnixNanos,
+) -> Result<VecDeque<HistoryEvent>, DecodeError> {
+    let history_len = r.count("history length", 25)?;
+    let mut events = VecDeque::with_capacity(history_len.min(capacity));
+    let mut previous = 0;
+    for n in 0..history_len {
+        let at_offset = r.offset();
+        let at = r.u64("history time")?;
+        let cost_offset = r.offset();
+        let cost = r.u64("history cost")?;
+        let remaining_offset = r.offset();
+        let remaining = r.u64("history remaining")?;
+        let flags_at = r.offset();
+        let flags = r.u8("history flags")?;
+        // Version 1 wrote 0 or 1 (allowed); version 2 adds "blocked by another key".
+        let known = if version == 1 {
+            history_flags::ALLOWED
+        } else {
+            history_flags::ALLOWED | history_flags::BLOCKED_BY_OTHER
+        };
+        if flags & !known != 0 {
+            return Err(DecodeError::bad_value(
+                flags_at,
+                "history flags",
+                format!("unknown flags {flags:#04x}"),
+            ));
+        }
+        let event = HistoryEvent {
+            at,
+            cost,
+            remaining,
+            allowed: flags & history_flags::ALLOWED != 0,
+            blocked_by_other: flags & history_flags::BLOCKED_BY_OTHER != 0,
+        };
+        // Decisions are remembered in time order; the newest is when the key was last
+        // seen.
+        let last = n + 1 == history_len;
+        if at < previous || at > high_water || (last && at != last_seen) {
+            return Err(inconsistent(
+                at_offset,
+                format!("key {key:?} remembers a decision at {at}, out of time order or after it was last seen"),
+            ));
+        }
+        previous = at;
+        // Costs and what remained are bounded by the rate at the time, which a later
+        // reconfiguration may have lowered: only MAX_RATE bounds them now.
+        if cost == 0 || cost > MAX_RATE {
+            return Err(inconsistent(
+                cost_offset,
+                format!("key {key:?} remembers a decision of {cost} units"),
+            ));
+        }
+        if remaining > MAX_RATE || (event.allowed && remaining + cost > MAX_RATE) {
+            return Err(inconsistent(
+                remaining_offset,
+                format!(
+                    "key {key:?} remembers {remaining} units remaining after a decision of {cost}"
+                ),
+            ));
+        }
+        if event.allowed && event.blocked_by_other {
+            return Err(inconsistent(
+                flags_at,
+                format!("key {key:?} remembers a decision both allowed and blocked by another key"),
+            ));
+        }
+        if events.len() == capacity {
+            events.pop_front();
+        }
+        if capacity > 0 {
+            events.push_back(event);
+        }
+    }
+    Ok(events)
 }
 
 #[cfg(test)]

@@ -1,0 +1,112 @@
+//! Property: whatever sequence of calls the engine serves (reconfigurations up and down,
+//! algorithm changes, resets, removals, all-or-nothing checks, a clock stepping back,
+//! compactions), the files it writes pass every consistency check of replay and
+//! snapshot loading, and reopen to the state that was live.
+
+use std::sync::Arc;
+
+use flint_core::{Algorithm, Error, Limiter, ManualClock, Options, Period, Quota, SyncMode};
+use proptest::prelude::*;
+
+const T0: u64 = 1_700_000_000_000_000_000;
+const MS: u64 = 1_000_000;
+const KEYS: [&str; 3] = ["a", "b", "c"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Advance(u64),
+    StepBack(u64),
+    Limit(usize, u64, u64, Algorithm),
+    Check(usize, u64),
+    CheckAll(usize, u64, usize, u64),
+    Reset(usize),
+    Remove(usize),
+    Compact,
+}
+
+fn algorithm() -> impl Strategy<Value = Algorithm> {
+    prop_oneof![
+        Just(Algorithm::TokenBucket),
+        Just(Algorithm::SlidingWindowLog),
+        Just(Algorithm::FixedWindowCounter),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0usize..KEYS.len();
+    prop_oneof![
+        3 => prop_oneof![Just(0u64), 1u64..1_000, (1u64..3_000).prop_map(|ms| ms * MS)]
+            .prop_map(Op::Advance),
+        1 => (1u64..2_000).prop_map(|ms| Op::StepBack(ms * MS)),
+        2 => (key.clone(), 1u64..12, 1u64..3_000, algorithm())
+            .prop_map(|(k, rate, per, a)| Op::Limit(k, rate, per, a)),
+        8 => (key.clone(), 1u64..12).prop_map(|(k, cost)| Op::Check(k, cost)),
+        3 => (key.clone(), 1u64..6, key.clone(), 1u64..6)
+            .prop_map(|(a, ca, b, cb)| Op::CheckAll(a, ca, b, cb)),
+        1 => key.clone().prop_map(Op::Reset),
+        1 => key.prop_map(Op::Remove),
+        1 => Just(Op::Compact),
+    ]
+}
+
+/// Calls that can never succeed (an unknown key, a cost above the rate) are fine; a
+/// storage error is not.
+fn tolerate<T>(result: flint_core::Result<T>) {
+    match result {
+        Ok(_) | Err(Error::LimitNotFound { .. } | Error::InvalidArgument { .. }) => {}
+        Err(e) => panic!("{e}"),
+    }
+}
+
+type Snapshot = (Vec<flint_core::Status>, Vec<Vec<flint_core::HistoryEvent>>);
+
+fn state(limiter: &Limiter) -> Snapshot {
+    let list = limiter.list(None).unwrap();
+    let histories = list
+        .iter()
+        .map(|s| limiter.history(&s.key, 1000).unwrap())
+        .collect();
+    (list, histories)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn every_state_the_engine_writes_reopens_to_itself(ops in prop::collection::vec(op(), 1..80)) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let options = Options::default().sync(SyncMode::Batch).clock(clock.clone());
+        let live = Limiter::open(dir.path(), options.clone()).unwrap();
+        for op in &ops {
+            match *op {
+                Op::Advance(dt) => clock.advance(dt),
+                Op::StepBack(dt) => clock.set(clock_now(&clock) - dt),
+                Op::Limit(k, rate, per_ms, algorithm) => {
+                    let period = Period::from_millis(per_ms).unwrap();
+                    tolerate(live.limit(KEYS[k], Quota::new(rate, period, algorithm).unwrap()));
+                }
+                Op::Check(k, cost) => tolerate(live.check(KEYS[k], cost)),
+                Op::CheckAll(a, ca, b, cb) => tolerate(live.check_all(&[(KEYS[a], ca), (KEYS[b], cb)])),
+                Op::Reset(k) => tolerate(live.reset(KEYS[k])),
+                Op::Remove(k) => tolerate(live.remove(KEYS[k])),
+                Op::Compact => { live.compact().unwrap(); }
+            }
+        }
+        let before = state(&live);
+        live.close().unwrap();
+        let reopened = Limiter::open(dir.path(), options.clone())
+            .unwrap_or_else(|e| panic!("reopening failed: {e}"));
+        prop_assert_eq!(&state(&reopened), &before);
+        reopened.compact().unwrap();
+        reopened.close().unwrap();
+        let from_snapshot = Limiter::open(dir.path(), options)
+            .unwrap_or_else(|e| panic!("reopening the snapshot failed: {e}"));
+        prop_assert_eq!(&state(&from_snapshot), &before);
+    }
+}
+
+fn clock_now(clock: &ManualClock) -> u64 {
+    use flint_core::Clock;
+    clock.now()
+}
