@@ -553,7 +553,7 @@ impl Limiter {
     /// The limit, capacity and counters of `key`, or `None` when it has no limit.
     pub fn status(&self, key: &str) -> Result<Option<Status>> {
         let core = self.shared.lock_core()?;
-        let now = self.shared.now(&core);
+        let now = self.shared.now(&core)?;
         Ok(core
             .registry
             .lookup(key)
@@ -564,7 +564,7 @@ impl Limiter {
     /// Every limit whose key starts with `prefix` (all when `None`), sorted by key.
     pub fn list(&self, prefix: Option<&str>) -> Result<Vec<Status>> {
         let core = self.shared.lock_core()?;
-        let now = self.shared.now(&core);
+        let now = self.shared.now(&core)?;
         let mut all: Vec<Status> = core
             .registry
             .iter()
@@ -590,7 +590,7 @@ impl Limiter {
     /// The `limit` keys with the highest `by` (keys where it is zero are left out).
     pub fn top(&self, by: TopBy, limit: usize) -> Result<Vec<Status>> {
         let core = self.shared.lock_core()?;
-        let now = self.shared.now(&core);
+        let now = self.shared.now(&core)?;
         let mut ranked: Vec<(u64, &Entry)> = core
             .registry
             .iter()
@@ -695,8 +695,11 @@ impl Shared {
     }
 
     /// The time to decide at: never earlier than any event already recorded.
-    pub(crate) fn now(&self, core: &Core) -> UnixNanos {
-        self.options.clock.now().max(core.registry.high_water)
+    /// A clock past [`MAX_TIME`](crate::clock::MAX_TIME) is refused rather than let
+    /// the arithmetic of the algorithms wrap.
+    pub(crate) fn now(&self, core: &Core) -> Result<UnixNanos> {
+        let now = crate::clock::validate_time(self.options.clock.now())?;
+        Ok(now.max(core.registry.high_water))
     }
 
     /// Appends `event` to the log (under the state lock), preceded by a `synced`
@@ -763,7 +766,7 @@ impl Shared {
     fn limit(&self, key: &str, quota: Quota) -> Result<Pending<LimitChange>> {
         validate_key(key)?;
         let mut core = self.lock_core()?;
-        let now = self.now(&core);
+        let now = self.now(&core)?;
         let (id, change) = if let Some(id) = core.registry.lookup(key) {
             if core.registry.get(id).is_some_and(|e| e.quota == quota) {
                 return Ok(Pending::ready(LimitChange::Unchanged));
@@ -793,7 +796,7 @@ impl Shared {
 
     fn check(&self, key: &str, cost: u64) -> Result<Pending<Decision>> {
         let mut core = self.lock_core()?;
-        let now = self.now(&core);
+        let now = self.now(&core)?;
         let (id, entry) = find(&core.registry, key)?;
         validate_cost(key, cost, &entry.quota)?;
         let outcome = entry.state.decide(&entry.quota, now, cost);
@@ -825,7 +828,7 @@ impl Shared {
             ));
         }
         let mut core = self.lock_core()?;
-        let now = self.now(&core);
+        let now = self.now(&core)?;
         // Distinct keys in first-appearance order, with summed costs.
         let mut merged: Vec<(u32, u64)> = Vec::with_capacity(items.len());
         let mut slot_of: HashMap<u32, usize> = HashMap::with_capacity(items.len());
@@ -947,7 +950,7 @@ impl Shared {
         event: impl FnOnce(u32, UnixNanos) -> Event,
     ) -> Result<Pending<()>> {
         let mut core = self.lock_core()?;
-        let now = self.now(&core);
+        let now = self.now(&core)?;
         let (id, _) = find(&core.registry, key)?;
         let event = event(id, now);
         let seq = self.append(&mut core, &event)?;
@@ -955,5 +958,34 @@ impl Shared {
             .map_err(|reason| Error::invalid(Some(key), reason.to_string()))?;
         drop(core);
         Ok(self.durable_after((), seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algorithm::Algorithm;
+    use crate::storage::memory::MemoryBackend;
+
+    #[test]
+    fn a_panic_while_applying_poisons_the_engine_instead_of_leaving_log_and_state_apart() {
+        let backend = Arc::new(MemoryBackend::new());
+        let limiter = Limiter::open("memory", Options::default().backend(backend)).unwrap();
+        let quota = Quota::new(10, "1m".parse().unwrap(), Algorithm::TokenBucket).unwrap();
+        limiter.limit("k", quota).unwrap();
+        let shared = &limiter.shared;
+        let result = {
+            let mut core = shared.lock_core().unwrap();
+            shared.apply(&mut core, |_| -> () { panic!("a bug in apply") })
+        };
+        match result {
+            Err(Error::Poisoned { cause }) => assert!(cause.contains("a bug in apply"), "{cause}"),
+            other => panic!("expected Poisoned, got {other:?}"),
+        }
+        // Every later write is refused; the state lock is not poisoned.
+        assert!(matches!(limiter.check("k", 1), Err(Error::Poisoned { .. })));
+        assert!(limiter.status("k").unwrap().is_some());
+        let report = limiter.doctor().unwrap();
+        assert!(!report.ok);
     }
 }

@@ -5,7 +5,9 @@ mod common;
 use std::sync::Arc;
 
 use common::{data_dir, log_len, open_at, quota, START};
-use flint_core::{Algorithm, Error, LimitChange, Limiter, ManualClock, SyncMode, TopBy, UnixNanos};
+use flint_core::{
+    Algorithm, Error, LimitChange, Limiter, ManualClock, Options, SyncMode, TopBy, UnixNanos,
+};
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -553,4 +555,38 @@ fn batch_mode_syncs_after_flush_every_events() {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     assert!(faults.syncs.load(std::sync::atomic::Ordering::Relaxed) > before);
+}
+
+/// A clock that has run past the end of Flint's time range.
+#[derive(Debug)]
+struct FarFuture;
+
+impl flint_core::Clock for FarFuture {
+    fn now(&self) -> flint_core::UnixNanos {
+        u64::MAX - 5
+    }
+}
+
+#[test]
+fn a_clock_past_max_time_is_refused_rather_than_wrapped() {
+    let (_tmp, dir) = common::data_dir();
+    let clock = Arc::new(ManualClock::new(common::START));
+    let limiter = Limiter::open(&dir, Options::default().clock(clock)).unwrap();
+    limiter
+        .limit("k", common::quota(3, "1h", Algorithm::TokenBucket))
+        .unwrap();
+    limiter.close().unwrap();
+    let limiter = Limiter::open(&dir, Options::default().clock(Arc::new(FarFuture))).unwrap();
+    for _ in 0..10 {
+        match limiter.check("k", 1) {
+            Err(Error::InvalidArgument { message, .. }) => {
+                assert!(message.contains("MAX_TIME"), "{message}");
+            }
+            other => panic!("a wrapped clock must not decide: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        limiter.status("k"),
+        Err(Error::InvalidArgument { .. })
+    ));
 }

@@ -126,24 +126,25 @@ pub struct PyManualClock(Arc<ManualClock>);
 impl PyManualClock {
     #[new]
     #[pyo3(signature = (start=None))]
-    fn new(start: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    fn new(py: Python<'_>, start: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let start = match start {
             Some(s) => convert::seconds(s, "start")?,
             None => flint_core::SystemClock.now(),
         };
-        Ok(PyManualClock(Arc::new(ManualClock::new(start))))
+        let clock = ManualClock::try_new(start).map_err(|e| to_py(py, e))?;
+        Ok(PyManualClock(Arc::new(clock)))
     }
 
     /// Moves the clock forward by `seconds`.
-    fn advance(&self, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.0.advance(convert::seconds(seconds, "advance")?);
-        Ok(())
+    fn advance(&self, py: Python<'_>, seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        let nanos = convert::seconds(seconds, "advance")?;
+        self.0.try_advance(nanos).map_err(|e| to_py(py, e))
     }
 
     /// Sets the clock to `unix_seconds` (it may go backwards, as a real clock can).
-    fn set(&self, unix_seconds: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.0.set(convert::seconds(unix_seconds, "set")?);
-        Ok(())
+    fn set(&self, py: Python<'_>, unix_seconds: &Bound<'_, PyAny>) -> PyResult<()> {
+        let at = convert::seconds(unix_seconds, "set")?;
+        self.0.try_set(at).map_err(|e| to_py(py, e))
     }
 
     /// The clock's time in Unix seconds.
