@@ -38,7 +38,22 @@ mod group_commit;
 pub mod inspect;
 pub mod limiter;
 pub mod registry;
-pub mod storage;
+mod storage;
+
+/// Administration of a data directory that is not open: repair (what
+/// `flint doctor --repair` does) and the names of the directory's files.
+pub mod admin {
+    pub use crate::storage::format::{LOCK_FILE, LOG_FILE, SNAPSHOT_FILE, TEMP_SUFFIX};
+    pub use crate::storage::repair::{apply, plan, RepairPlan, RepairReport};
+}
+
+/// The byte-level format (codec, records, snapshots), for the format's own tests and
+/// fuzz targets only: not a stable API. Enabled by the `internals` feature.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::storage::{codec, format, record, recovery, snapshot};
+}
 
 /// The storage seam: implement [`Backend`](backend::Backend) to put a data directory
 /// somewhere else, or use [`MemoryBackend`](backend::MemoryBackend) (in memory, with

@@ -1,12 +1,12 @@
 //! The limiter's public API: [`Limiter`], its [`Options`], and [`Deferred`] calls
 //! whose durability wait is a future.
 //!
-//! Every change is an [`Event`]: appended to the log, then applied to the registry,
-//! both under the state lock so the log's order is the order of application. A caller
-//! whose event consumed quota or changed configuration then waits, outside the lock,
-//! until a sync covers it (`sync=always`; see [`crate::group_commit`]). The background
-//! flusher ([`crate::flusher`]), compaction ([`crate::compaction`]) and doctor
-//! ([`crate::doctor`]) live in their own modules.
+//! Every change is an event: appended to the log, then applied to the registry, both
+//! under the state lock so the log's order is the order of application. A caller whose
+//! event consumed quota or changed configuration then waits, outside the lock, until a
+//! sync covers it (`sync=always`; see `group_commit.rs`). The background flusher
+//! (`flusher.rs`), compaction (`compaction.rs`) and doctor (`doctor.rs`) live in their
+//! own modules.
 
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};

@@ -11,8 +11,8 @@ mod common;
 use std::sync::Arc;
 
 use flint_core::backend::{Backend, MemoryBackend};
-use flint_core::storage::format::{decode_log_header, LOG_FILE, SNAPSHOT_FILE};
-use flint_core::storage::snapshot;
+use flint_core::internals::format::{decode_log_header, LOG_FILE, SNAPSHOT_FILE};
+use flint_core::internals::snapshot;
 use flint_core::{Algorithm, CheckLevel, Limiter, Options, SyncMode};
 
 /// Checks synced before the compaction, and checks left unsynced for it.

@@ -11,8 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flint_core::storage::file::FileBackend;
-use flint_core::storage::repair;
+use flint_core::admin as repair;
+use flint_core::backend::FileBackend;
 use flint_core::{Algorithm, CheckLevel, Error, Limiter, ManualClock, Options};
 
 /// Builds the options every fixture is opened with: the one place that knows how

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{data_dir, log_len, open_at, quota, START};
-use flint_core::storage::format::{LOG_FILE, LOG_VERSION, SNAPSHOT_FILE};
-use flint_core::storage::record::Event;
+use flint_core::internals::format::{LOG_FILE, LOG_VERSION, SNAPSHOT_FILE};
+use flint_core::internals::record::Event;
 use flint_core::{Algorithm, Counters, Error, ManualClock, SyncMode};
 
 const SEC: u64 = 1_000_000_000;

@@ -15,8 +15,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{quota, START};
+use flint_core::admin as repair;
 use flint_core::backend::MemoryBackend;
-use flint_core::storage::repair;
 use flint_core::{
     Algorithm, Clock, Error, HistoryEvent, Limiter, ManualClock, Options, Status, SyncMode,
 };

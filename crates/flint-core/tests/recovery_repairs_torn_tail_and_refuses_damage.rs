@@ -8,10 +8,10 @@ use std::fs;
 use std::path::Path;
 
 use common::{data_dir, log_len, open_at, quota, START};
-use flint_core::storage::backend::Backend;
-use flint_core::storage::file::FileBackend;
-use flint_core::storage::format::{LOG_FILE, SNAPSHOT_FILE};
-use flint_core::storage::repair;
+use flint_core::admin as repair;
+use flint_core::backend::Backend;
+use flint_core::backend::FileBackend;
+use flint_core::internals::format::{LOG_FILE, SNAPSHOT_FILE};
 use flint_core::{Algorithm, CheckLevel, Error, Limiter, ManualClock, Options, Status, SyncMode};
 use std::sync::Arc;
 
@@ -309,7 +309,7 @@ fn a_crash_at_any_step_of_compaction_opens_to_the_same_state() {
         let leftovers: Vec<String> = files(&dir)
             .into_iter()
             .map(|(n, _)| n)
-            .filter(|n| n.ends_with(flint_core::storage::format::TEMP_SUFFIX))
+            .filter(|n| n.ends_with(flint_core::internals::format::TEMP_SUFFIX))
             .collect();
         assert!(
             leftovers.is_empty(),

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{data_dir, log_len, open_at, quota, START};
-use flint_core::storage::format::{kind, LOG_FILE, SNAPSHOT_FILE};
+use flint_core::internals::format::{kind, LOG_FILE, SNAPSHOT_FILE};
 use flint_core::{Algorithm, Error, Limiter, ManualClock, Options, SyncMode, MAX_RATE};
 
 /// Applies `edit` to the payload of the record at `offset` of the log and recomputes

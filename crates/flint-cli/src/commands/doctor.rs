@@ -5,9 +5,9 @@ use std::io::BufRead;
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use flint_core::storage::backend::Backend;
-use flint_core::storage::file::FileBackend;
-use flint_core::storage::repair::{self, RepairPlan};
+use flint_core::admin::{self as repair, RepairPlan};
+use flint_core::backend::Backend;
+use flint_core::backend::FileBackend;
 use flint_core::{to_unix_seconds, Error, Limiter, Options, UnixNanos};
 use serde_json::json;
 
