@@ -21,7 +21,9 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::limiter::{lock, CompactReport, Shared};
-use crate::storage::format::{encode_log_header, LOG_FILE, LOG_HEADER_LEN, SNAPSHOT_FILE};
+use crate::storage::format::{
+    encode_log_header, new_log_salt, LOG_FILE, LOG_HEADER_LEN, SNAPSHOT_FILE,
+};
 use crate::storage::record::strip_synced;
 use crate::storage::recovery::NEW_LOG_CAPACITY;
 use crate::storage::replace::{self, ReplaceError};
@@ -84,17 +86,26 @@ impl Compaction {
             .map_err(|e| Error::io("read", &log_path, e))?;
         // Watermarks name offsets of the old log: they stay behind.
         let (records, _) = strip_synced(&tail);
-        let mut content = encode_log_header(self.covers.generation + 1).to_vec();
+        let salt = new_log_salt();
+        let mut content = encode_log_header(self.covers.generation + 1, salt).to_vec();
         content.extend_from_slice(&records);
         let capacity = (content.len() as u64 * 2).max(NEW_LOG_CAPACITY);
         let new = replace::replace_log(&*shared.backend, LOG_FILE, &content, capacity)
             .map_err(|e| Error::io("replace", &log_path, e.into_io()))?;
-        // Committed: the new log holds, synced, every record written so far.
+        // Committed: the new log holds, synced, every record written so far. If the
+        // directory sync failed the rename may not survive a power loss: poison first,
+        // so that the swap releases no waiter as durable.
+        let dir_synced = new.dir_synced.map_err(|e| {
+            let error = Error::io("sync the directory after replacing", &log_path, e);
+            shared.commit.poison(error.to_string());
+            error
+        });
         let syncer = new.log.syncer();
         let log_bytes_after = new.log.len();
         core.log = Some(new.log);
         core.generation = self.covers.generation + 1;
         core.marked_through = LOG_HEADER_LEN;
+        core.salt = salt;
         core.torn = None;
         let written = shared.commit.positions().0.seq;
         shared.commit.swap(
@@ -104,11 +115,7 @@ impl Compaction {
             log_bytes_after,
         );
         drop(core);
-        if let Err(e) = new.dir_synced {
-            let error = Error::io("sync the directory after replacing", &log_path, e);
-            shared.commit.poison(error.to_string());
-            return Err(error);
-        }
+        dir_synced?;
         Ok(CompactReport {
             keys: self.keys,
             snapshot_bytes: self.snapshot.len() as u64,

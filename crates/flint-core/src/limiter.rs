@@ -201,6 +201,8 @@ pub(crate) struct Core {
     pub(crate) generation: u64,
     /// The offset the log's last `synced` record names.
     pub(crate) marked_through: u64,
+    /// The log's salt, which its `synced` records repeat.
+    pub(crate) salt: u32,
     scratch: Vec<u8>,
     pub(crate) replayed: u64,
     pub(crate) torn: Option<TornTail>,
@@ -468,6 +470,7 @@ impl Limiter {
                 log: Some(recovered.log),
                 generation: recovered.generation,
                 marked_through: recovered.marked_through,
+                salt: recovered.salt,
                 scratch: Vec::with_capacity(64),
                 replayed: recovered.replayed,
                 torn: recovered.torn,
@@ -644,6 +647,9 @@ impl Limiter {
         if let Some(flusher) = lock(&self.flusher).take() {
             let _ = flusher.join();
         }
+        // A compaction running on another thread finishes first: it must not rename
+        // its files after the lock is released to another opener.
+        let _no_compaction = lock(&shared.compaction);
         let result = {
             let mut core = lock(&shared.core);
             let result = if core.log.is_some() {
@@ -710,6 +716,7 @@ impl Shared {
             log,
             scratch,
             marked_through,
+            salt,
             ..
         } = core;
         let log = log.as_mut().ok_or(Error::Closed)?;
@@ -721,6 +728,7 @@ impl Shared {
                 Event::Synced {
                     at: event.at(),
                     through: durable,
+                    salt: *salt,
                 }
                 .encode_frame(scratch);
             }

@@ -571,6 +571,7 @@ mod tests {
             .apply(&Event::Synced {
                 at: 1_000,
                 through: 64,
+                salt: 7,
             })
             .unwrap();
         assert_eq!(registry, before);

@@ -139,11 +139,13 @@ fn compaction_syncs_the_log_through_what_its_snapshot_covers_before_writing_it()
     );
 }
 
-#[test]
-fn a_snapshot_covering_more_than_the_log_holds_opens_from_the_snapshot_alone() {
-    let (_tmp, dir) = common::data_dir();
-    let (options, clock) = common::manual_options(SyncMode::Batch);
-    let limiter = Limiter::open(&dir, options.clone()).unwrap();
+/// A directory whose snapshot covers more of the log than the log holds (same
+/// generation), as Flint 0.1 could leave it (it wrote the snapshot before syncing the
+/// log): a power loss between the snapshot's rename and the log's.
+fn snapshot_ahead_of_its_log() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let (tmp, dir) = common::data_dir();
+    let (options, _clock) = common::manual_options(SyncMode::Batch);
+    let limiter = Limiter::open(&dir, options).unwrap();
     limiter
         .limit("k", common::quota(1000, "1h", Algorithm::TokenBucket))
         .unwrap();
@@ -156,15 +158,28 @@ fn a_snapshot_covering_more_than_the_log_holds_opens_from_the_snapshot_alone() {
     }
     limiter.compact().unwrap();
     limiter.close().unwrap();
-    // What an engine that wrote the snapshot before syncing the log could leave: a power
-    // loss between the snapshot's rename and the log's, the log's last records unsynced.
-    std::fs::write(dir.join(LOG_FILE), &durable_log).unwrap();
-    let snapshot = std::fs::read(dir.join("flint.snapshot")).unwrap();
+    let snapshot = std::fs::read(dir.join(SNAPSHOT_FILE)).unwrap();
     let (_, covers) = snapshot::decode(&snapshot, 16).unwrap();
     let log_generation = decode_log_header(&durable_log).unwrap().generation;
     assert_eq!(covers.generation, log_generation);
+    (tmp, dir, durable_log)
+}
 
-    let limiter = Limiter::open(&dir, options.clone())
+/// `log` with its header rewritten as version 1 (it holds no `synced` record).
+fn as_version_1(log: &[u8]) -> Vec<u8> {
+    let mut log = log.to_vec();
+    log[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32c::crc32c(&log[..28]);
+    log[28..32].copy_from_slice(&crc.to_le_bytes());
+    log
+}
+
+#[test]
+fn a_version_1_snapshot_ahead_of_its_log_opens_from_the_snapshot_alone() {
+    let (_tmp, dir, durable_log) = snapshot_ahead_of_its_log();
+    std::fs::write(dir.join(LOG_FILE), as_version_1(&durable_log)).unwrap();
+    let (options, clock) = common::manual_options(SyncMode::Batch);
+    let limiter = Limiter::open(&dir, options)
         .unwrap_or_else(|e| panic!("the snapshot holds every record, yet opening failed: {e}"));
     assert_eq!(allowed(&limiter), 4, "the snapshot's state");
     let (level, detail) = torn_tail_detail(&limiter);
@@ -178,5 +193,33 @@ fn a_snapshot_covering_more_than_the_log_holds_opens_from_the_snapshot_alone() {
     assert_eq!(allowed(&limiter), 5);
     let (level, detail) = torn_tail_detail(&limiter);
     assert_eq!(level, CheckLevel::Ok, "{detail}");
+    limiter.close().unwrap();
+}
+
+/// In a version 2 log, compaction synced the log through the snapshot's offset, so a
+/// log ending before it lost synced bytes: opening refuses, and repair rebases the log
+/// on the snapshot, which holds every record it covers.
+#[test]
+fn a_version_2_log_ending_before_its_snapshot_is_refused_and_repair_rebases_it() {
+    let (_tmp, dir, durable_log) = snapshot_ahead_of_its_log();
+    std::fs::write(dir.join(LOG_FILE), &durable_log).unwrap();
+    let (options, clock) = common::manual_options(SyncMode::Batch);
+    match Limiter::open(&dir, options) {
+        Err(flint_core::Error::Corrupt { reason, .. }) => {
+            assert!(reason.contains("synced"), "{reason}");
+        }
+        other => panic!("a log missing synced bytes must be refused: {other:?}"),
+    }
+    let backend = flint_core::backend::FileBackend::open(&dir).unwrap();
+    let guard = backend.lock().unwrap();
+    let plan = flint_core::admin::plan(&backend)
+        .unwrap()
+        .expect("a repair");
+    assert!(plan.rebased, "{plan:?}");
+    assert_eq!(plan.dropped_records, 0);
+    flint_core::admin::apply(&backend, plan, common::START).unwrap();
+    drop(guard);
+    let limiter = common::open_at(&dir, SyncMode::Batch, &clock);
+    assert_eq!(allowed(&limiter), 4, "the snapshot's state");
     limiter.close().unwrap();
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{data_dir, log_len, open_at, quota, START};
-use flint_core::internals::format::{LOG_FILE, LOG_VERSION, SNAPSHOT_FILE};
+use flint_core::internals::format::{decode_log_header, LOG_FILE, LOG_VERSION, SNAPSHOT_FILE};
 use flint_core::internals::record::Event;
 use flint_core::{Algorithm, Counters, Error, ManualClock, SyncMode};
 
@@ -138,6 +138,7 @@ fn a_synced_record_replays_as_no_change() {
     Event::Synced {
         at: START + SEC,
         through: end,
+        salt: decode_log_header(&log).unwrap().salt,
     }
     .encode_frame(&mut frame);
     log[end as usize..end as usize + frame.len()].copy_from_slice(&frame);

@@ -402,3 +402,55 @@ fn a_power_loss_during_repair_leaves_the_old_log_or_the_repaired_one() {
     }
     eprintln!("repair: {checked} simulated power losses, 0 violations");
 }
+
+/// A `synced` record forged inside a key (all ASCII, checksum valid, with a guessed
+/// salt), exposed by a power loss that loses the page holding its configure record's
+/// header: recovery must not take it for the log's watermark.
+#[test]
+fn a_synced_record_forged_inside_a_key_is_not_taken_for_the_watermark() {
+    fn forged_frame() -> Vec<u8> {
+        for at in 0x2020_2020_2020_2020u64.. {
+            let mut payload = vec![7u8];
+            payload.extend_from_slice(&at.to_le_bytes());
+            payload.extend_from_slice(&0x3030_3030_3030_3030u64.to_le_bytes());
+            payload.extend_from_slice(&0x3030_3030u32.to_le_bytes());
+            if !payload.iter().all(u8::is_ascii) {
+                continue;
+            }
+            let crc = crc32c::crc32c(&payload).to_le_bytes();
+            if crc.iter().all(u8::is_ascii) {
+                let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+                frame.extend_from_slice(&crc);
+                frame.extend_from_slice(&payload);
+                return frame;
+            }
+        }
+        unreachable!("an all-ASCII frame exists")
+    }
+    let backend = MemoryBackend::new();
+    let clock = Arc::new(ManualClock::new(START));
+    let limiter = Limiter::open("forged", options(SyncMode::Batch, &clock, &backend)).unwrap();
+    let quota = quota(10, "1m", Algorithm::TokenBucket);
+    // Seven keys of ~1 KiB: the log ends near 7 KiB, inside its second page.
+    for i in 0..7 {
+        limiter
+            .limit(&format!("p{i}{}", "x".repeat(982)), quota)
+            .unwrap();
+    }
+    let end = limiter.doctor().unwrap().log_bytes as usize;
+    assert!(end > 4096 && end < 8192 - 64, "{end}");
+    let forged = String::from_utf8(forged_frame()).unwrap();
+    // The forged frame starts in the third page, the record's header is in the second.
+    let padding = 8192 + 8 - (end + 8 + 32);
+    let key = format!("{}{forged}", "a".repeat(padding));
+    limiter.limit(&key, quota).unwrap();
+    let mut bytes = backend.contents("flint.aof").unwrap();
+    drop(limiter);
+    // A power loss: nothing past the header was synced, and the second page was lost.
+    bytes[4096..8192].fill(0);
+    let image = MemoryBackend::new();
+    image.put("flint.aof", &bytes);
+    let reopened = Limiter::open("forged", options(SyncMode::Batch, &clock, &image))
+        .unwrap_or_else(|e| panic!("a power loss that lost only unsynced bytes is refused: {e}"));
+    assert!(reopened.list(None).unwrap().len() < 8);
+}

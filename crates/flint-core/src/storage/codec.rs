@@ -308,6 +308,7 @@ impl<'a, const N: usize> Fixed<'a, N> {
     }
 
     /// The view of the first `N` bytes of `bytes`, when it has that many.
+    #[cfg(test)]
     #[inline]
     pub fn prefix(bytes: &'a [u8]) -> Option<Self> {
         bytes.first_chunk::<N>().map(Fixed)

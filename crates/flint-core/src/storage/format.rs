@@ -73,14 +73,14 @@ pub mod history_flags {
 }
 
 /// Encodes the log header for `generation`, at the current [`LOG_VERSION`].
-pub fn encode_log_header(generation: u64) -> [u8; LOG_HEADER_LEN as usize] {
+pub fn encode_log_header(generation: u64, salt: u32) -> [u8; LOG_HEADER_LEN as usize] {
     let mut header = [0u8; LOG_HEADER_LEN as usize];
     let mut body = Vec::with_capacity(LOG_HEADER_LEN as usize);
     body.extend_from_slice(&LOG_MAGIC);
     body.extend_from_slice(&LOG_VERSION.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
     body.extend_from_slice(&generation.to_le_bytes());
-    body.extend_from_slice(&0u32.to_le_bytes());
+    body.extend_from_slice(&salt.to_le_bytes());
     let crc = crc32c::crc32c(&body);
     body.extend_from_slice(&crc.to_le_bytes());
     header.copy_from_slice(&body);
@@ -94,6 +94,23 @@ pub struct LogHeader {
     pub version: u32,
     /// The log's generation: 0 for a new directory, +1 at every compaction.
     pub generation: u64,
+    /// A random number chosen when the log was created (0 in version 1), which its
+    /// `synced` records repeat: bytes that merely look like a `synced` record (inside a
+    /// key, say) do not have it.
+    pub salt: u32,
+}
+
+/// A fresh random salt for a new log (see [`LogHeader::salt`]).
+pub fn new_log_salt() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    // std's RandomState is seeded from the operating system's randomness.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish() as u32
 }
 
 /// Decodes the log header at the start of `bytes`.
@@ -121,7 +138,7 @@ pub fn decode_log_header(bytes: &[u8]) -> Result<LogHeader, DecodeError> {
     let version = c.u32("format version")?;
     c.u32("reserved field")?;
     let generation = c.u64("generation")?;
-    c.u32("reserved field")?;
+    let salt = c.u32("salt")?;
     // The checksum covers the bytes before it: report the damage at their start.
     if crc32c::crc32c(body) != c.u32("header checksum")? {
         return Err(DecodeError::new(
@@ -141,6 +158,7 @@ pub fn decode_log_header(bytes: &[u8]) -> Result<LogHeader, DecodeError> {
     Ok(LogHeader {
         version,
         generation,
+        salt,
     })
 }
 
@@ -150,7 +168,7 @@ mod tests {
 
     #[test]
     fn new_logs_are_version_2_and_version_1_headers_still_read() {
-        let header = encode_log_header(3);
+        let header = encode_log_header(3, 9);
         assert_eq!(header[8..12], 2u32.to_le_bytes());
         let mut v1 = header;
         v1[8..12].copy_from_slice(&1u32.to_le_bytes());
@@ -160,19 +178,21 @@ mod tests {
             decode_log_header(&v1),
             Ok(LogHeader {
                 version: 1,
-                generation: 3
+                generation: 3,
+                salt: 9,
             })
         );
     }
 
     #[test]
     fn header_round_trips_and_rejects_damage() {
-        let header = encode_log_header(7);
+        let header = encode_log_header(7, 9);
         assert_eq!(
             decode_log_header(&header),
             Ok(LogHeader {
                 version: LOG_VERSION,
-                generation: 7
+                generation: 7,
+                salt: 9,
             })
         );
         let mut damaged = header;

@@ -68,6 +68,9 @@ pub enum Event {
         at: UnixNanos,
         /// Offset in this log up to which the sync made the log durable.
         through: u64,
+        /// The log's salt (from its header): a `synced` record counts only in the log
+        /// it was written for.
+        salt: u32,
     },
 }
 
@@ -152,10 +155,11 @@ impl Event {
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&at.to_le_bytes());
             }
-            Event::Synced { at, through } => {
+            Event::Synced { at, through, salt } => {
                 out.push(kind::SYNCED);
                 out.extend_from_slice(&at.to_le_bytes());
                 out.extend_from_slice(&through.to_le_bytes());
+                out.extend_from_slice(&salt.to_le_bytes());
             }
         }
         let payload_start = start + FRAME_HEADER_LEN as usize;
@@ -264,6 +268,7 @@ impl Event {
             kind::SYNCED => Event::Synced {
                 at: r.u64("time")?,
                 through: r.u64("synced offset")?,
+                salt: r.u32("log salt")?,
             },
             other => return Err(Cursor::error_at(base, DecodeReason::UnknownKind(other))),
         };
@@ -355,11 +360,6 @@ pub fn strip_synced(frames: &[u8]) -> (Vec<u8>, usize) {
         at = next;
     }
     (out, at)
-}
-
-/// [`strip_synced`] of a run of valid records.
-pub fn without_synced(frames: &[u8]) -> Vec<u8> {
-    strip_synced(frames).0
 }
 
 #[cfg(test)]
@@ -458,6 +458,7 @@ mod tests {
             Event::Synced {
                 at: 48,
                 through: 4096,
+                salt: 0xA5A5_0001,
             },
         ]
     }
@@ -479,18 +480,20 @@ mod tests {
     }
 
     #[test]
-    fn a_synced_record_is_kind_7_with_time_and_offset() {
+    fn a_synced_record_is_kind_7_with_time_offset_and_salt() {
         let mut frame = Vec::new();
         Event::Synced {
             at: 0x0102,
             through: 0x0304,
+            salt: 0x0506,
         }
         .encode_frame(&mut frame);
         let payload = &frame[FRAME_HEADER_LEN as usize..];
-        assert_eq!(payload.len(), 17);
+        assert_eq!(payload.len(), 21);
         assert_eq!(payload[0], kind::SYNCED);
         assert_eq!(payload[1..9], 0x0102u64.to_le_bytes());
         assert_eq!(payload[9..17], 0x0304u64.to_le_bytes());
+        assert_eq!(payload[17..21], 0x0506u32.to_le_bytes());
     }
 
     #[test]

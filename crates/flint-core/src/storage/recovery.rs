@@ -12,9 +12,11 @@
 //! valid records after a gap of zeros included. Version 1 logs have no watermark: they
 //! keep the old rule (a bad record followed by a valid one is damage).
 //!
-//! A snapshot that covers more of the log than the log holds (same generation) holds
-//! the whole state by itself: the log is restarted at the next generation, and the
-//! difference is reported like a torn tail.
+//! In a version 2 log the watermark is at least a same-generation snapshot's offset:
+//! compaction syncs the log through it before writing the snapshot. A version 1 log
+//! (Flint 0.1 wrote the snapshot first) may hold less than its snapshot covers; the
+//! snapshot then holds the whole state by itself: the log is restarted at the next
+//! generation, and the difference is reported like a torn tail.
 //!
 //! Nothing on disk is changed until the whole log has been judged.
 
@@ -25,12 +27,12 @@ use crate::registry::Registry;
 use crate::storage::backend::{Backend, LogFile};
 use crate::storage::codec::{DecodeError, DecodeReason};
 use crate::storage::format::{
-    decode_log_header, encode_log_header, FRAME_HEADER_LEN, LOG_FILE, LOG_HEADER_LEN, LOG_MAGIC,
-    SNAPSHOT_FILE, SNAPSHOT_MAGIC,
+    decode_log_header, encode_log_header, new_log_salt, FRAME_HEADER_LEN, LOG_FILE, LOG_HEADER_LEN,
+    LOG_MAGIC, SNAPSHOT_FILE, SNAPSHOT_MAGIC,
 };
-use crate::storage::record::{find_valid_frame_after, read_frame, without_synced, Event, Frame};
+use crate::storage::record::{find_valid_frame_after, read_frame, Event, Frame};
 use crate::storage::replace::{self, temp_name, ReplaceError};
-use crate::storage::snapshot::{self, Covers};
+use crate::storage::snapshot;
 
 /// How much a new log reserves up front.
 pub const NEW_LOG_CAPACITY: u64 = 1 << 20;
@@ -58,8 +60,6 @@ pub struct Recovered {
     pub log: Box<dyn LogFile>,
     /// The log's generation.
     pub generation: u64,
-    /// What the snapshot covered, if there was one.
-    pub snapshot: Option<Covers>,
     /// Records replayed from the log.
     pub replayed: u64,
     /// What was cut on this open, if anything.
@@ -67,6 +67,8 @@ pub struct Recovered {
     /// The offset the last `synced` record of the log names (`LOG_HEADER_LEN` if
     /// none): the engine writes a new one once the durable end passes it.
     pub marked_through: u64,
+    /// The log's salt, which its `synced` records repeat.
+    pub salt: u32,
 }
 
 /// Opens the data directory behind `backend`: loads the snapshot, replays the log tail,
@@ -103,20 +105,20 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
         }
         // A new data directory.
         remove_temp_files(backend)?;
-        let log = new_log(backend, 0, &[])?;
+        let (log, salt) = new_log(backend, 0, &[])?;
         return Ok(Recovered {
             registry,
             log,
             generation: 0,
-            snapshot: None,
             replayed: 0,
             torn: None,
             marked_through: LOG_HEADER_LEN,
+            salt,
         });
     };
 
-    let (generation, version) = match decode_log_header(&bytes) {
-        Ok(header) => (header.generation, header.version),
+    let (generation, version, salt) = match decode_log_header(&bytes) {
+        Ok(header) => (header.generation, header.version, header.salt),
         Err(e) => return Err(decode_failure(e, log_path, &bytes)),
     };
     let start = match covers {
@@ -137,10 +139,16 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
             )))
         }
     };
+    // Compaction syncs the log through what its snapshot covers before writing it, so
+    // in a version 2 log everything before a same-generation snapshot's offset was
+    // synced too.
     let watermark = if version == 1 {
         None
     } else {
-        Some(watermark(&bytes, &log_path)?)
+        let covered = covers
+            .filter(|c| c.generation == generation)
+            .map_or(LOG_HEADER_LEN, |c| c.offset);
+        Some(watermark(&bytes, salt, &log_path)?.max(covered))
     };
 
     // Walk the records: replay those past the snapshot's position, find the end.
@@ -156,8 +164,13 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
             Frame::Valid { payload, next } => {
                 let event = Event::decode(payload, at as u64 + FRAME_HEADER_LEN)
                     .map_err(|e| e.into_error(&log_path))?;
-                if let Event::Synced { through, .. } = event {
-                    marked_through = marked_through.max(through);
+                if let Event::Synced {
+                    through, salt: of, ..
+                } = event
+                {
+                    if of == salt {
+                        marked_through = marked_through.max(through);
+                    }
                 }
                 if start_seen {
                     registry
@@ -202,16 +215,17 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
     });
 
     if !start_seen && start > end as u64 {
-        // The snapshot covers records the log lost (a power loss before they reached
-        // the disk, after the snapshot did): the snapshot alone holds the state. Start
-        // the next generation's log, empty, as compaction would have.
+        // (Version 1 only: in version 2 the snapshot's offset is below the watermark.)
+        // The snapshot covers records the log lost (Flint 0.1 wrote a snapshot before
+        // syncing the log it covered, and a power loss kept the one but not the other):
+        // the snapshot alone holds the state. Start the next generation's log, empty, as
+        // compaction would have.
         remove_temp_files(backend)?;
-        let log = new_log(backend, generation + 1, &[])?;
+        let (log, salt) = new_log(backend, generation + 1, &[])?;
         return Ok(Recovered {
             registry,
             log,
             generation: generation + 1,
-            snapshot: covers,
             replayed,
             torn: Some(TornTail {
                 offset: end as u64,
@@ -220,6 +234,7 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
                 snapshot_ahead: true,
             }),
             marked_through: LOG_HEADER_LEN,
+            salt,
         });
     }
     if !start_seen {
@@ -233,16 +248,16 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
     if version == 1 {
         // Rewrite as version 2 (same generation, same offsets: the header is as long),
         // so the log gets a watermark from here on.
-        let records = without_synced(bytes.get(LOG_HEADER_LEN as usize..end).unwrap_or(&[]));
-        let log = new_log(backend, generation, &records)?;
+        let records = bytes.get(LOG_HEADER_LEN as usize..end).unwrap_or(&[]);
+        let (log, salt) = new_log(backend, generation, records)?;
         return Ok(Recovered {
             registry,
             log,
             generation,
-            snapshot: covers,
             replayed,
             torn: torn.take(),
             marked_through: LOG_HEADER_LEN,
+            salt,
         });
     }
     if let Some(torn) = torn {
@@ -264,10 +279,10 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
         registry,
         log,
         generation,
-        snapshot: covers,
         replayed,
         torn,
         marked_through,
+        salt,
     })
 }
 
@@ -288,14 +303,23 @@ pub(crate) fn decode_failure(e: DecodeError, file: PathBuf, bytes: &[u8]) -> Err
 
 /// The durability watermark of a version 2 log (see the module documentation): every
 /// valid `synced` record counts, also those past damage or a gap.
-fn watermark(bytes: &[u8], log_path: &std::path::Path) -> Result<u64> {
+fn watermark(bytes: &[u8], salt: u32, log_path: &std::path::Path) -> Result<u64> {
     let mut mark = LOG_HEADER_LEN;
     let mut at = LOG_HEADER_LEN as usize;
     loop {
         match read_frame(bytes, at) {
             Frame::Valid { payload, next } => {
                 let base = at as u64 + FRAME_HEADER_LEN;
-                if let Ok(Event::Synced { through, .. }) = Event::decode(payload, base) {
+                // Only this log's own records count: the salt sets them apart from
+                // bytes that happen to look like one (inside a key, found past a gap).
+                if let Ok(Event::Synced {
+                    through, salt: of, ..
+                }) = Event::decode(payload, base)
+                {
+                    if of != salt {
+                        at = next;
+                        continue;
+                    }
                     if through > at as u64 {
                         return Err(Error::Corrupt {
                             file: log_path.to_path_buf(),
@@ -343,15 +367,20 @@ fn count_valid_after(bytes: &[u8], from: usize) -> u64 {
 
 /// Replaces the log with a new one of `generation` holding `records` (whose
 /// durability the replace makes certain).
-fn new_log(backend: &dyn Backend, generation: u64, records: &[u8]) -> Result<Box<dyn LogFile>> {
-    let mut content = encode_log_header(generation).to_vec();
+fn new_log(
+    backend: &dyn Backend,
+    generation: u64,
+    records: &[u8],
+) -> Result<(Box<dyn LogFile>, u32)> {
+    let salt = new_log_salt();
+    let mut content = encode_log_header(generation, salt).to_vec();
     content.extend_from_slice(records);
     let log_path = backend.path(LOG_FILE);
     match replace::replace_log(backend, LOG_FILE, &content, NEW_LOG_CAPACITY) {
         Ok(new) => {
             new.dir_synced
                 .map_err(|e| Error::io("sync the directory of", &log_path, e))?;
-            Ok(new.log)
+            Ok((new.log, salt))
         }
         Err(ReplaceError::NotReplaced(e) | ReplaceError::Unsynced(e)) => {
             Err(Error::io("create", &log_path, e))

@@ -12,7 +12,8 @@ use crate::clock::UnixNanos;
 use crate::error::{Error, Result};
 use crate::storage::backend::Backend;
 use crate::storage::format::{
-    decode_log_header, encode_log_header, FRAME_HEADER_LEN, LOG_FILE, LOG_HEADER_LEN, SNAPSHOT_FILE,
+    decode_log_header, encode_log_header, new_log_salt, FRAME_HEADER_LEN, LOG_FILE, LOG_HEADER_LEN,
+    SNAPSHOT_FILE,
 };
 use crate::storage::record::{find_valid_frame_after, read_frame, strip_synced, Event, Frame};
 use crate::storage::recovery::decode_failure;
@@ -123,7 +124,26 @@ pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
     };
     let header = LOG_HEADER_LEN as usize;
     let Some((first_damage, first_reason)) = find_damage(&log, header) else {
-        return Ok(None);
+        // No valid record after damage, but the log may end before what the snapshot
+        // covers (synced bytes lost: opening refuses a version 2 log then). The
+        // snapshot holds all of it: rebase on it, as compaction would have.
+        let end = end_of_records(&log, header) as u64;
+        return Ok(covers
+            .filter(|c| c.generation == generation && end < c.offset)
+            .map(|c| RepairPlan {
+                damaged_at: end,
+                reason: format!(
+                    "the log ends at offset {end}, before offset {} that the snapshot covers",
+                    c.offset
+                ),
+                dropped_bytes: 0,
+                dropped_records: 0,
+                first_dropped_at: None,
+                last_dropped_at: None,
+                rebased: true,
+                new_log: encode_log_header(generation + 1, new_log_salt()).to_vec(),
+                old_log: log.clone(),
+            }));
     };
 
     // Damage in the part the snapshot covers: start a log of the next generation with
@@ -133,7 +153,7 @@ pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
             // The tail's watermarks name offsets of the old log: leave them behind.
             let tail = log.get(c.offset as usize..).unwrap_or(&[]);
             let (records, valid_end) = strip_synced(tail);
-            let mut content = encode_log_header(generation + 1).to_vec();
+            let mut content = encode_log_header(generation + 1, new_log_salt()).to_vec();
             content.extend_from_slice(&records);
             content.extend_from_slice(tail.get(valid_end..).unwrap_or(&[]));
             (content, c.offset as usize - header, true)
