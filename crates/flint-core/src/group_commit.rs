@@ -252,7 +252,7 @@ impl GroupCommit {
         // this sync covers them too: without it, on a busy limiter the syncs alternate
         // between one for the first caller back and one for the rest.
         let wanted = st.durable.seq + st.released as u64 + 1;
-        if st.released > 0 && st.written.seq < wanted {
+        if st.released > 0 && st.written.seq < wanted && st.poisoned.is_none() {
             let deadline = Instant::now() + (st.last_sync / 2).min(st.max_gather);
             st.gather_for = wanted;
             while st.written.seq < wanted {

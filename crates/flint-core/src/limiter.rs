@@ -777,7 +777,11 @@ impl Shared {
         let now = self.now(&core)?;
         let (id, change) = if let Some(id) = core.registry.lookup(key) {
             if core.registry.get(id).is_some_and(|e| e.quota == quota) {
-                return Ok(Pending::ready(LimitChange::Unchanged));
+                // Nothing to write, but the limit itself (another caller's configure)
+                // may not be on disk yet: "unchanged" is as durable as "created".
+                let written = self.commit.positions().0.seq;
+                drop(core);
+                return Ok(self.durable_after(LimitChange::Unchanged, written));
             }
             (id, LimitChange::Updated)
         } else {

@@ -479,3 +479,33 @@ fn repairs_refusals_do_not_recommend_repair() {
     assert_eq!(fs::read(&path).unwrap(), log, "nothing was changed");
     drop(guard);
 }
+
+#[test]
+fn two_repairs_in_the_same_second_keep_both_backups() {
+    let (_tmp, dir) = data_dir();
+    let clock = Arc::new(ManualClock::new(START));
+    let mut backups = Vec::new();
+    for round in 0..2 {
+        let limiter = open_at(&dir, SyncMode::Always, &clock);
+        limiter
+            .limit(
+                &format!("k{round}"),
+                quota(10, "1m", Algorithm::TokenBucket),
+            )
+            .unwrap();
+        let damaged_at = log_len(&limiter);
+        for _ in 0..3 {
+            limiter.check(&format!("k{round}"), 1).unwrap();
+        }
+        limiter.close().unwrap();
+        let log = damage_record_at(&dir, damaged_at);
+        let (backend, guard) = locked_backend(&dir);
+        let plan = repair::plan(&backend).unwrap().expect("damage to repair");
+        let report = repair::apply(&backend, plan, START).unwrap();
+        assert_eq!(fs::read(&report.backup).unwrap(), log);
+        backups.push(report.backup);
+        drop(guard);
+    }
+    assert_ne!(backups[0], backups[1]);
+    assert!(backups.iter().all(|b| b.exists()));
+}

@@ -52,6 +52,15 @@ impl FileBackend {
                 .mode(0o700)
                 .create(&dir)
                 .map_err(|e| Error::io("create data directory", &dir, e))?;
+            // The new directory's own entry must survive a power loss too, or the next
+            // open would start afresh with every quota full.
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            File::open(&parent)
+                .and_then(|p| p.sync_all())
+                .map_err(|e| Error::io("sync the parent directory of", &dir, e))?;
         }
         let handle = File::open(&dir).map_err(|e| Error::io("open data directory", &dir, e))?;
         Ok(FileBackend { dir, handle })
@@ -65,7 +74,7 @@ impl Backend for FileBackend {
 
     fn lock(&self) -> Result<DirLock> {
         let path = self.dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -73,7 +82,13 @@ impl Backend for FileBackend {
             .mode(0o600)
             .open(&path)
             .map_err(|e| Error::io("open lock file", &path, e))?;
-        match file.try_lock() {
+        // Registered before it is locked, so a fork at any moment closes the child's copy.
+        let file = sys::LockFd::new(file);
+        let locked = file
+            .file()
+            .map_err(|e| Error::io("lock", &path, e))?
+            .try_lock();
+        match locked {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let pid = fs::read_to_string(&path)
@@ -87,10 +102,12 @@ impl Backend for FileBackend {
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
         }
         // The pid is for the message a second opener gets; the lock itself is the flock.
-        file.set_len(0)
-            .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
+        let mut handle = file.file().map_err(|e| Error::io("lock", &path, e))?;
+        handle
+            .set_len(0)
+            .and_then(|()| handle.write_all(format!("{}\n", std::process::id()).as_bytes()))
             .map_err(|e| Error::io("write pid to", &path, e))?;
-        Ok(DirLock::new(sys::LockFd::new(file)))
+        Ok(DirLock::new(file))
     }
 
     fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>> {

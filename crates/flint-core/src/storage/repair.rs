@@ -225,7 +225,18 @@ fn end_of_records(log: &[u8], from: usize) -> usize {
 /// Carries out `plan`: copies the log to `flint.aof.bak-<unix seconds>`, then replaces
 /// the log atomically with the repaired one. The caller holds the directory's lock.
 pub fn apply(backend: &dyn Backend, plan: RepairPlan, now: UnixNanos) -> Result<RepairReport> {
-    let backup_name = format!("{LOG_FILE}.bak-{}", now / 1_000_000_000);
+    // A second repair in the same second keeps the first one's backup.
+    let stem = format!("{LOG_FILE}.bak-{}", now / 1_000_000_000);
+    let mut backup_name = stem.clone();
+    let mut n = 1;
+    while backend
+        .size(&backup_name)
+        .map_err(|e| Error::io("stat", backend.path(&backup_name), e))?
+        .is_some()
+    {
+        n += 1;
+        backup_name = format!("{stem}-{n}");
+    }
     let backup = backend.path(&backup_name);
     replace::write_atomic(backend, &backup_name, &plan.old_log)
         .map_err(|e| Error::io("back up the log to", &backup, e.into_io()))?;

@@ -104,7 +104,7 @@ pub(crate) struct LockFd {
 }
 
 impl LockFd {
-    /// Registers `file` (already locked) so that forked children close it.
+    /// Registers `file` (before it is locked) so that forked children close it.
     pub(crate) fn new(file: File) -> Self {
         watch_forks();
         let fd: RawFd = file.as_raw_fd();
@@ -117,6 +117,15 @@ impl LockFd {
             slot,
             generation: fork_generation(),
         }
+    }
+}
+
+impl LockFd {
+    /// The open lock file (only `drop` takes it out).
+    pub(crate) fn file(&self) -> io::Result<&File> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the lock file was closed"))
     }
 }
 
