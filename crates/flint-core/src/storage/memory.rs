@@ -566,7 +566,7 @@ mod tests {
                 let ones: usize = chunk.iter().map(|&b| usize::from(b == 1)).sum();
                 seen_whole[page] |= ones == PAGE;
                 seen_torn |= ones != 0 && ones != PAGE;
-                seen_cut_sector |= ones % SECTOR != 0;
+                seen_cut_sector |= !ones.is_multiple_of(SECTOR);
             }
         }
         assert!(seen_whole.iter().all(|s| *s) && seen_torn && seen_cut_sector);
