@@ -10,9 +10,9 @@ DEPS := $(VENV)/.deps-installed
 # maturin installs into the virtual environment named by VIRTUAL_ENV.
 IN_VENV := VIRTUAL_ENV=$(VENV_ABS) PATH=$(VENV_ABS)/bin:$$PATH
 
-.PHONY: test rust-test python-test lint develop demo bench crash-soak clean
+.PHONY: test rust-test python-test lint develop demo bench crash-soak clean fuzz fuzz-smoke fuzz-seeds cargo-fuzz
 
-test: lint rust-test python-test
+test: lint rust-test python-test fuzz-smoke
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,39 @@ crash-soak:
 	FLINT_POWER_LOSS_CRASHES=$$(( $(CRASHES) - half )) FLINT_POWER_LOSS_BASE=$$(( 1000000 + half )) $(POWER_LOSS) & second=$$!; \
 	wait $$first; a=$$?; wait $$second; b=$$?; test $$a -eq 0 && test $$b -eq 0
 
+# Fuzzing (crates/flint-core/fuzz, its own workspace): record decoding, snapshot
+# decoding, whole-directory recovery. cargo-fuzz needs nightly-only flags
+# (-Zsanitizer=address); RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them.
+# The corpora start from seeds the current encoders write (`fuzz-seeds`) and grow in
+# crates/flint-core/fuzz/corpus (ignored by git); crashes land in .../fuzz/artifacts.
+FUZZ_DIR := crates/flint-core/fuzz
+FUZZ_TARGETS := record_decode snapshot_decode recovery
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 20
+CARGO_HOME_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
+FUZZ_ENV := RUSTC_BOOTSTRAP=1 PATH=$(CARGO_HOME_BIN):$$PATH
+
+cargo-fuzz:
+	@$(FUZZ_ENV) command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+
+fuzz-seeds:
+	$(CARGO) run --quiet -p flint-core --example fuzz_seeds -- $(FUZZ_DIR)/corpus
+
+# Each target for FUZZ_SECONDS seconds (inputs up to 4 KiB; one over 10 s is a hang).
+fuzz: cargo-fuzz fuzz-seeds
+	$(FUZZ_ENV) $(CARGO) fuzz build --fuzz-dir $(FUZZ_DIR)
+	@for target in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$target for $(FUZZ_SECONDS) s"; \
+		$(FUZZ_ENV) $(CARGO) fuzz run --fuzz-dir $(FUZZ_DIR) $$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 -print_final_stats=1 \
+			|| exit 1; \
+	done
+
+# The same, FUZZ_SMOKE_SECONDS (20) seconds per target: part of `make test`.
+fuzz-smoke:
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
+
 clean:
 	$(CARGO) clean
+	rm -rf $(FUZZ_DIR)/target
 	rm -rf $(VENV) .flint

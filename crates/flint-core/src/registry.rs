@@ -185,6 +185,20 @@ impl Registry {
         self.live += 1;
     }
 
+    /// Like [`reserve_ids`](Self::reserve_ids), but fails instead of aborting when the
+    /// memory for `next_id` slots (one per id ever given, as live) cannot be allocated.
+    pub fn try_reserve_ids(
+        &mut self,
+        next_id: u32,
+    ) -> Result<(), std::collections::TryReserveError> {
+        let wanted = next_id as usize;
+        if let Some(more) = wanted.checked_sub(self.entries.len()) {
+            self.entries.try_reserve_exact(more)?;
+            self.entries.resize_with(wanted, || None);
+        }
+        Ok(())
+    }
+
     /// Reserves ids below `next_id` (a snapshot's removed keys keep their ids unused).
     pub fn reserve_ids(&mut self, next_id: u32) {
         if self.entries.len() < next_id as usize {
@@ -250,10 +264,11 @@ impl Registry {
         self.record(id, at, cost, part, remaining).is_ok()
     }
 
-    /// Records one decision, or refuses it (changing nothing but the high-water time)
-    /// when `id` is unknown, `cost` is outside `1..=rate`, or an allowed decision would
-    /// leave the key beyond its quota (one the algorithm would have denied). Live calls
-    /// validate first and are never refused; replay reports a refusal as corruption.
+    /// Records one decision. Refuses it (changing nothing but the high-water time) when
+    /// `id` is unknown or `cost` is outside `1..=rate`; records it but reports
+    /// `BeyondQuota` when an allowed decision left the key beyond its quota (one the
+    /// algorithm would have denied). Live calls validate and decide first, so neither
+    /// happens to them; replay reports either as corruption.
     #[inline]
     fn record(
         &mut self,
@@ -272,17 +287,14 @@ impl Registry {
             return Err(Refusal::CostOutOfRange);
         }
         let mut after = None;
+        let mut beyond = false;
         // Counters saturate: a key checked at the largest rate for long enough would
         // pass u64::MAX in its cost counters, and a stuck maximum beats a wrap to zero.
         let c = &mut entry.counters;
         match part {
             Part::Allowed => {
-                after = Some(
-                    entry
-                        .state
-                        .consume(&entry.quota, at, cost)
-                        .ok_or(Refusal::BeyondQuota)?,
-                );
+                after = entry.state.consume(&entry.quota, at, cost);
+                beyond = after.is_none();
                 c.allowed = c.allowed.saturating_add(1);
                 c.allowed_cost = c.allowed_cost.saturating_add(cost);
             }
@@ -308,6 +320,9 @@ impl Registry {
                 remaining,
                 blocked_by_other: part == Part::Blocked,
             });
+        }
+        if beyond {
+            return Err(Refusal::BeyondQuota);
         }
         Ok(())
     }

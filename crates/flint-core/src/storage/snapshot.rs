@@ -147,7 +147,17 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
         ));
     }
     registry.high_water = high_water;
+    let next_id_at = r.offset();
     let next_id = r.u32("next key id")?;
+    // One slot per id ever given (removed keys' too), as live: a claim this process
+    // cannot allocate is refused rather than aborting it.
+    registry.try_reserve_ids(next_id).map_err(|e| {
+        DecodeError::bad_value(
+            next_id_at,
+            "next key id",
+            format!("{next_id} key ids need more memory than can be allocated ({e})"),
+        )
+    })?;
     let count = r.u64("key count")?;
     for _ in 0..count {
         let entry_at = r.offset();
@@ -501,6 +511,40 @@ mod tests {
             "{err}"
         );
         assert_eq!(v1[err.offset as usize], history_flags::BLOCKED_BY_OTHER);
+    }
+
+    #[test]
+    fn a_key_id_space_too_large_to_allocate_is_refused_not_aborted() {
+        // Linux only allocates what it can back unless told to overcommit always; the
+        // refusal needs an allocator that can say no.
+        if std::fs::read_to_string("/proc/sys/vm/overcommit_memory")
+            .is_ok_and(|mode| mode.trim() == "1")
+        {
+            return;
+        }
+        let mut bytes = encode(
+            &sample(),
+            Covers {
+                generation: 0,
+                offset: 32,
+            },
+        );
+        let body = bytes.len() - 4;
+        bytes[40..44].copy_from_slice(&(u32::MAX - 1).to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..body]);
+        bytes[body..].copy_from_slice(&crc.to_le_bytes());
+        let err = decode(&bytes, 4).unwrap_err();
+        assert_eq!(err.offset, 40, "{err}");
+        assert!(
+            matches!(
+                err.reason,
+                DecodeReason::BadValue {
+                    field: "next key id",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
