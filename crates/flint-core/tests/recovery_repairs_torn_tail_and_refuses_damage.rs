@@ -509,3 +509,39 @@ fn two_repairs_in_the_same_second_keep_both_backups() {
     assert_ne!(backups[0], backups[1]);
     assert!(backups.iter().all(|b| b.exists()));
 }
+
+#[test]
+fn repair_cuts_a_record_the_engine_never_writes_though_its_checksum_holds() {
+    let (_tmp, dir) = data_dir();
+    let clock = Arc::new(ManualClock::new(START));
+    let limiter = open_at(&dir, SyncMode::Batch, &clock);
+    limiter
+        .limit("k", quota(10, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    let edited_at = log_len(&limiter) as usize;
+    limiter.check("k", 1).unwrap();
+    limiter.check("k", 2).unwrap();
+    limiter.close().unwrap();
+    // The first check's cost becomes 11 (above the rate), its checksum recomputed.
+    let path = dir.join(LOG_FILE);
+    let mut log = fs::read(&path).unwrap();
+    let payload = edited_at + 8;
+    log[payload + 13..payload + 21].copy_from_slice(&11u64.to_le_bytes());
+    let crc = crc32c::crc32c(&log[payload..payload + 21]);
+    log[edited_at + 4..edited_at + 8].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, &log).unwrap();
+
+    match Limiter::open(&dir, Options::default().clock(clock.clone())) {
+        Err(Error::Corrupt { offset, .. }) => assert_eq!(offset, edited_at as u64),
+        other => panic!("an impossible record must be refused: {other:?}"),
+    }
+    let (backend, guard) = locked_backend(&dir);
+    let plan = repair::plan(&backend).unwrap().expect("a repair");
+    assert_eq!(plan.damaged_at, edited_at as u64);
+    assert_eq!(plan.dropped_records, 2, "{plan:?}");
+    repair::apply(&backend, plan, START).unwrap();
+    drop(guard);
+    let repaired = open_at(&dir, SyncMode::Batch, &clock);
+    let status = repaired.status("k").unwrap().unwrap();
+    assert_eq!((status.counters.allowed, status.remaining), (0, 10));
+}

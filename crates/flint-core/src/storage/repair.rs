@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use crate::clock::UnixNanos;
 use crate::error::{Error, Result};
+use crate::registry::{Registry, DEFAULT_HISTORY_CAPACITY};
 use crate::storage::backend::Backend;
 use crate::storage::format::{
     decode_log_header, encode_log_header, new_log_salt, FRAME_HEADER_LEN, LOG_FILE, LOG_HEADER_LEN,
@@ -103,8 +104,8 @@ pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
         .read(SNAPSHOT_FILE)
         .map_err(|e| Error::io("read", &snapshot_path, e))?
     {
-        Some(bytes) => match snapshot::decode(&bytes, 0) {
-            Ok((_, covers)) => Some(covers),
+        Some(bytes) => match snapshot::decode(&bytes, DEFAULT_HISTORY_CAPACITY) {
+            Ok((registry, covers)) => Some((registry, covers)),
             Err(e) => {
                 if let error @ Error::NotFlint { .. } =
                     decode_failure(e.clone(), snapshot_path.clone(), &bytes)
@@ -122,8 +123,34 @@ pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
         },
         None => None,
     };
+    let (registry, covers) = match covers {
+        Some((registry, covers)) => (registry, Some(covers)),
+        None => (Registry::new(DEFAULT_HISTORY_CAPACITY), None),
+    };
     let header = LOG_HEADER_LEN as usize;
     let Some((first_damage, first_reason)) = find_damage(&log, header) else {
+        // Every frame is sound, but a record may describe what the engine never
+        // writes (opening refuses it): cut the log there.
+        let start = match covers {
+            Some(c) if c.generation == generation => c.offset as usize,
+            _ => header,
+        };
+        if let Some((at, reason)) = first_refused_record(&log, registry, start) {
+            let mut content = log.clone();
+            let dropped = count_records(&content, at);
+            content.truncate(at);
+            return Ok(Some(RepairPlan {
+                damaged_at: at as u64,
+                reason,
+                dropped_bytes: (dropped.end - at) as u64,
+                dropped_records: dropped.records,
+                first_dropped_at: dropped.first_at,
+                last_dropped_at: dropped.last_at,
+                rebased: false,
+                new_log: content,
+                old_log: log,
+            }));
+        }
         // No valid record after damage, but the log may end before what the snapshot
         // covers (synced bytes lost: opening refuses a version 2 log then). The
         // snapshot holds all of it: rebase on it, as compaction would have.
@@ -176,42 +203,84 @@ pub fn plan(backend: &dyn Backend) -> Result<Option<RepairPlan>> {
             old_log: log,
         }));
     };
-    // Count what is dropped: every valid record after the damage.
-    let mut dropped_records = 0;
-    let mut first_dropped_at = None;
-    let mut last_dropped_at = None;
-    let mut end = damage;
-    let mut at = damage;
-    while let Some(valid) = find_valid_frame_after(&content, at) {
-        let mut cursor = valid;
-        while let Frame::Valid { payload, next } = read_frame(&content, cursor) {
+    // What is dropped: every valid record after the damage.
+    let dropped = count_records(&content, damage);
+    content.truncate(damage);
+    Ok(Some(RepairPlan {
+        damaged_at: (damage + if rebased { base } else { 0 }) as u64,
+        reason,
+        dropped_bytes: (dropped.end - damage) as u64,
+        dropped_records: dropped.records,
+        first_dropped_at: dropped.first_at,
+        last_dropped_at: dropped.last_at,
+        rebased,
+        new_log: content,
+        old_log: log,
+    }))
+}
+
+/// The first record at or after `start` that replay refuses (it decodes, but states
+/// what the engine never writes), with the reason, replaying onto `registry`.
+fn first_refused_record(
+    log: &[u8],
+    mut registry: Registry,
+    start: usize,
+) -> Option<(usize, String)> {
+    let mut at = LOG_HEADER_LEN as usize;
+    while let Frame::Valid { payload, next } = read_frame(log, at) {
+        if at >= start {
+            let refused = match Event::decode(payload, at as u64 + FRAME_HEADER_LEN) {
+                Ok(event) => registry.apply(&event).err().map(|r| r.to_string()),
+                Err(e) => Some(e.reason.to_string()),
+            };
+            if let Some(reason) = refused {
+                return Some((
+                    at,
+                    format!("a record that the engine never writes: {reason}"),
+                ));
+            }
+        }
+        at = next;
+    }
+    None
+}
+
+/// What cutting a log at `from` drops: the records from there to the last valid one.
+struct Dropped {
+    records: u64,
+    first_at: Option<UnixNanos>,
+    last_at: Option<UnixNanos>,
+    end: usize,
+}
+
+fn count_records(log: &[u8], from: usize) -> Dropped {
+    let mut dropped = Dropped {
+        records: 0,
+        first_at: None,
+        last_at: None,
+        end: from,
+    };
+    let mut cursor = from;
+    loop {
+        while let Frame::Valid { payload, next } = read_frame(log, cursor) {
             // Watermarks are bookkeeping, not decisions: they are not counted.
             let decision = Event::decode(payload, cursor as u64 + FRAME_HEADER_LEN)
                 .ok()
                 .filter(|e| !matches!(e, Event::Synced { .. }));
             if let Some(event) = decision {
-                dropped_records += 1;
+                dropped.records += 1;
                 let when = event.at();
-                first_dropped_at = Some(first_dropped_at.map_or(when, |f: u64| f.min(when)));
-                last_dropped_at = Some(last_dropped_at.map_or(when, |l: u64| l.max(when)));
+                dropped.first_at = Some(dropped.first_at.map_or(when, |f| f.min(when)));
+                dropped.last_at = Some(dropped.last_at.map_or(when, |l| l.max(when)));
             }
             cursor = next;
         }
-        end = cursor;
-        at = cursor;
+        dropped.end = dropped.end.max(cursor);
+        match find_valid_frame_after(log, cursor) {
+            Some(valid) => cursor = valid,
+            None => return dropped,
+        }
     }
-    content.truncate(damage);
-    Ok(Some(RepairPlan {
-        damaged_at: (damage + if rebased { base } else { 0 }) as u64,
-        reason,
-        dropped_bytes: (end - damage) as u64,
-        dropped_records,
-        first_dropped_at,
-        last_dropped_at,
-        rebased,
-        new_log: content,
-        old_log: log,
-    }))
 }
 
 fn end_of_records(log: &[u8], from: usize) -> usize {
