@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 
 import pytest
 
@@ -277,3 +278,27 @@ def test_a_denied_check_all_counts_only_the_key_that_lacked_room(data_dir) -> No
         (event,) = limiter.history("roomy")
         assert event["allowed"] is False and event["blocked_by_other"] is True
         assert limiter.history("full")[-1]["blocked_by_other"] is False
+
+
+def test_close_releases_the_log_its_mapping_and_the_lock_at_once(data_dir) -> None:
+    limiter = flint.Limiter(data_dir)
+    limiter.limit("k", rate=10, per="1m")
+    log = str(data_dir / "flint.aof")
+
+    def held() -> list[str]:
+        with open("/proc/self/maps") as maps:
+            mapped = [line for line in maps if log in line]
+        targets = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except FileNotFoundError:  # the descriptor listdir itself used
+                pass
+        return mapped + [target for target in targets if target == log]
+
+    assert held(), "the open log is mapped"
+    limiter.close()
+    assert held() == [], "close() released the log before the object is collected"
+    with flint.Limiter(data_dir) as again:  # the lock is free too
+        assert again.allow("k")
+    del limiter

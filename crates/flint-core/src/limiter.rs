@@ -508,6 +508,12 @@ impl Limiter {
         &self.shared.options
     }
 
+    /// The engine's internals, for its own unit tests.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// The calls that return before their durability wait, so that an async caller
     /// can `.await` it instead of blocking a thread:
     /// `limiter.deferred().check(key, 1)?.await?`.
