@@ -26,8 +26,11 @@ $(DEPS): $(PY) pyproject.toml
 develop: $(DEPS)
 	$(IN_VENV) $(VENV)/bin/maturin develop --release --quiet
 
+# The simulated power-loss suite runs on its own, uncaptured, so that its figures
+# (simulated crashes, violations) show in the output.
 rust-test:
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --all-targets -- --skip every_power_loss_reopens
+	$(CARGO) test -p flint-core --test power_loss_keeps_every_durable_decision -- --nocapture every_power_loss_reopens
 	$(CARGO) test --workspace --doc
 
 # The tests, then the types: the stub of the native module against the built module,
