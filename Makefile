@@ -29,7 +29,8 @@ develop: $(DEPS)
 # The simulated power-loss suite runs on its own, uncaptured, so that its figures
 # (simulated crashes, violations) show in the output.
 rust-test:
-	$(CARGO) test --workspace --all-targets -- --skip every_power_loss_reopens
+	$(CARGO) test --workspace --lib --bins --tests --examples -- --skip every_power_loss_reopens
+	$(CARGO) test --workspace --benches
 	$(CARGO) test -p flint-core --test power_loss_keeps_every_durable_decision -- --nocapture every_power_loss_reopens
 	$(CARGO) test --workspace --doc
 
