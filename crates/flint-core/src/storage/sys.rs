@@ -60,7 +60,9 @@ pub(crate) fn free_space(path: &Path) -> io::Result<u64> {
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Descriptors of the locks this process holds (-1: a free slot). The child of a fork
-/// closes them at once, so it never keeps its parent's data directories locked.
+/// closes them at once, so it never keeps its parent's data directories locked. A
+/// process holding more than 64 data directories at once leaves the rest to the child
+/// (it holds them until it exits or execs: the descriptors are close-on-exec).
 static LOCK_FDS: [AtomicI32; 64] = [const { AtomicI32::new(-1) }; 64];
 
 extern "C" fn after_fork_in_child() {
