@@ -1,5 +1,6 @@
 //! Opening a whole data directory: the input is split into snapshot bytes and log
-//! bytes, written into a temporary directory, and opened with a manual clock. Opening
+//! bytes, put into an in-memory data directory (`MemoryBackend`: the same recovery as
+//! on files, thousands of times faster), and opened with a manual clock. Opening
 //! must return (Ok or an error), never panic or hang; a directory that opens must keep
 //! working and, once compacted and closed, reopen to the same state.
 //!
@@ -10,9 +11,9 @@
 
 #![no_main]
 
-use std::path::Path;
 use std::sync::Arc;
 
+use flint_core::backend::MemoryBackend;
 use flint_core::internals::format::{
     FRAME_HEADER_LEN, LOG_FILE, LOG_HEADER_LEN, MAX_PAYLOAD_LEN, SNAPSHOT_FILE,
 };
@@ -50,8 +51,12 @@ fn fix_log(bytes: &mut [u8]) {
     }
 }
 
-fn options(clock: &Arc<ManualClock>) -> Options {
-    Options::default().sync(SyncMode::Batch).clock(clock.clone())
+fn options(clock: &Arc<ManualClock>, dir: &MemoryBackend) -> Options {
+    Options::default()
+        .sync(SyncMode::Batch)
+        .clock(clock.clone())
+        .flush_every_ms(3_600_000)
+        .backend(Arc::new(dir.clone()))
 }
 
 type State = (Vec<flint_core::Status>, Vec<Vec<flint_core::HistoryEvent>>);
@@ -63,17 +68,6 @@ fn state(limiter: &Limiter) -> State {
         .map(|s| limiter.history(&s.key, usize::MAX).expect("history"))
         .collect();
     (list, histories)
-}
-
-fn scratch_dir() -> tempfile::TempDir {
-    // A memory file system when there is one: every open syncs.
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(dir) = tempfile::tempdir_in(shm) {
-            return dir;
-        }
-    }
-    tempfile::tempdir().expect("a temporary directory")
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -101,17 +95,16 @@ fuzz_target!(|data: &[u8]| {
     {
         return;
     }
-    let tmp = scratch_dir();
-    let dir = tmp.path();
+    let dir = MemoryBackend::new();
     if flags & 1 != 0 {
-        std::fs::write(dir.join(SNAPSHOT_FILE), &snapshot).expect("write the snapshot");
+        dir.put(SNAPSHOT_FILE, &snapshot);
     }
     if flags & 2 != 0 {
-        std::fs::write(dir.join(LOG_FILE), &log).expect("write the log");
+        dir.put(LOG_FILE, &log);
     }
 
     let clock = Arc::new(ManualClock::new(START));
-    let Ok(limiter) = Limiter::open(dir, options(&clock)) else {
+    let Ok(limiter) = Limiter::open("fuzz", options(&clock, &dir)) else {
         return;
     };
     // What opened keeps working: every key can be checked, and what the engine then
@@ -123,11 +116,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let before = state(&limiter);
     limiter.close().expect("close");
-    let limiter = Limiter::open(dir, options(&clock)).expect("reopen what the engine wrote");
+    let limiter =
+        Limiter::open("fuzz", options(&clock, &dir)).expect("reopen what the engine wrote");
     assert!(state(&limiter) == before, "replay changed the state");
     limiter.compact().expect("compact");
     limiter.close().expect("close");
-    let limiter = Limiter::open(dir, options(&clock)).expect("reopen after compaction");
+    let limiter = Limiter::open("fuzz", options(&clock, &dir)).expect("reopen after compaction");
     assert!(state(&limiter) == before, "the snapshot changed the state");
     limiter.close().expect("close");
 });
