@@ -311,7 +311,7 @@ fn seeds() -> Vec<u64> {
     let count: u64 = std::env::var("FLINT_POWER_LOSS_CRASHES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(1_500);
+        .unwrap_or(10_000);
     let base = std::env::var("FLINT_POWER_LOSS_BASE")
         .ok()
         .and_then(|n| n.parse().ok())
