@@ -526,6 +526,19 @@ mod tests {
         commit.append(|_| Ok(end)).unwrap()
     }
 
+    /// `n` threads that each append one record and wait until it is durable.
+    fn callers(gc: &Arc<GroupCommit>, n: u64) -> Vec<std::thread::JoinHandle<Result<()>>> {
+        (0..n)
+            .map(|i| {
+                let gc = Arc::clone(gc);
+                std::thread::spawn(move || {
+                    let seq = append(&gc, 100 + i);
+                    gc.wait(seq)
+                })
+            })
+            .collect()
+    }
+
     #[test]
     fn a_lone_caller_syncs_and_becomes_durable() {
         let syncer = Arc::new(Counted::default());
@@ -548,15 +561,7 @@ mod tests {
             ..Counted::default()
         });
         let gc = commit(&syncer);
-        let threads: Vec<_> = (0..6)
-            .map(|i| {
-                let gc = Arc::clone(&gc);
-                std::thread::spawn(move || {
-                    let seq = append(&gc, 100 + i);
-                    gc.wait(seq)
-                })
-            })
-            .collect();
+        let threads = callers(&gc, 6);
         for t in threads {
             t.join().unwrap().unwrap();
         }
@@ -611,15 +616,7 @@ mod tests {
             ..Counted::default()
         });
         let gc = commit(&syncer);
-        let threads: Vec<_> = (0..4)
-            .map(|i| {
-                let gc = Arc::clone(&gc);
-                std::thread::spawn(move || {
-                    let seq = append(&gc, 100 + i);
-                    gc.wait(seq)
-                })
-            })
-            .collect();
+        let threads = callers(&gc, 4);
         for t in threads {
             assert!(t.join().unwrap().is_err());
         }

@@ -173,10 +173,13 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
                     }
                 }
                 if start_seen {
+                    // Watermarks are bookkeeping: `replayed` counts decisions and changes.
+                    if !matches!(event, Event::Synced { .. }) {
+                        replayed += 1;
+                    }
                     registry
                         .apply(&event)
                         .map_err(|reason| corrupt(at as u64, reason.to_string()))?;
-                    replayed += 1;
                 }
                 at = next;
                 continue;
