@@ -1,0 +1,458 @@
+//! The JSON bodies of the HTTP API: one definition, used by the server (and its
+//! OpenAPI document), the client, the CLI's `--json` output and the Python dicts.
+//!
+//! Field names and units are those of the Python API: times are float Unix seconds,
+//! durations float seconds, periods the normalised string ("1m") and `per_ms`.
+
+use flint_core::{
+    to_unix_seconds, CompactReport, Decision, DoctorReport, HistoryEvent, ItemDecision,
+    LimitChange, MultiDecision, Status,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always true when the server answers.
+    pub ok: bool,
+    /// The server's version.
+    pub version: String,
+}
+
+/// `POST /v1/limits`: configure a limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitRequest {
+    /// The key (1 to 1,024 bytes of UTF-8).
+    #[schema(example = "api:user-42")]
+    pub key: String,
+    /// Units allowed per period (≥ 1).
+    #[schema(example = 100, minimum = 1)]
+    pub rate: u64,
+    /// The period: a positive integer and a unit (`ms`, `s`, `m`, `h`, `d`).
+    #[schema(example = "1m")]
+    pub per: String,
+    /// `token_bucket` (default), `sliding_window_log` or `fixed_window_counter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "token_bucket")]
+    pub algorithm: Option<String>,
+}
+
+/// What `POST /v1/limits` did, and the limit after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LimitResponse {
+    /// `created`, `updated` or `unchanged` (the same settings again write nothing).
+    pub change: String,
+    /// The key's status after the change.
+    pub status: KeyStatus,
+}
+
+/// The name of a [`LimitChange`].
+pub fn change_name(change: LimitChange) -> &'static str {
+    match change {
+        LimitChange::Created => "created",
+        LimitChange::Updated => "updated",
+        LimitChange::Unchanged => "unchanged",
+    }
+}
+
+/// `POST /v1/check`: check a key and consume `cost` units when allowed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// The key.
+    #[schema(example = "api:user-42")]
+    pub key: String,
+    /// Units to consume (default 1; at most the limit's rate).
+    #[serde(default = "one")]
+    #[schema(example = 1, minimum = 1, default = 1)]
+    pub cost: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// The outcome of a check: a denial is `200` with `allowed: false`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CheckResult {
+    /// The key.
+    pub key: String,
+    /// Whether the cost was consumed.
+    pub allowed: bool,
+    /// Units left after this decision.
+    pub remaining: u64,
+    /// Unix seconds at which the key is back to full capacity.
+    pub reset_at: f64,
+    /// Seconds until a request of this cost would be allowed; 0 when allowed.
+    pub retry_after: f64,
+    /// The limit's rate.
+    pub limit: u64,
+    /// The limit's algorithm.
+    pub algorithm: String,
+    /// The cost asked for.
+    pub cost: u64,
+}
+
+impl CheckResult {
+    /// A decision of the engine for `key`.
+    pub fn new(key: &str, d: &Decision) -> Self {
+        CheckResult {
+            key: key.to_owned(),
+            allowed: d.allowed,
+            remaining: d.remaining,
+            reset_at: to_unix_seconds(d.reset_at),
+            retry_after: d.retry_after as f64 / 1e9,
+            limit: d.limit,
+            algorithm: d.algorithm.name().to_owned(),
+            cost: d.cost,
+        }
+    }
+}
+
+/// One item of `POST /v1/check-all`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckItem {
+    /// The key.
+    pub key: String,
+    /// Units to consume (default 1).
+    #[serde(default = "one")]
+    #[schema(minimum = 1, default = 1)]
+    pub cost: u64,
+}
+
+/// `POST /v1/check-all`: all or nothing. Duplicate keys' costs are summed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckAllRequest {
+    /// The items, checked together.
+    pub items: Vec<CheckItem>,
+}
+
+/// The outcome of an all-or-nothing check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CheckAllResult {
+    /// Whether every key had room (and all were consumed).
+    pub allowed: bool,
+    /// The first key, in the order given, that lacked room.
+    pub denied_key: Option<String>,
+    /// One result per item, in order.
+    pub results: Vec<CheckResult>,
+}
+
+impl From<&MultiDecision> for CheckAllResult {
+    fn from(m: &MultiDecision) -> Self {
+        CheckAllResult {
+            allowed: m.allowed,
+            denied_key: m.denied_key.clone(),
+            results: m
+                .results
+                .iter()
+                .map(|ItemDecision { key, decision }| CheckResult::new(key, decision))
+                .collect(),
+        }
+    }
+}
+
+/// `POST /v1/reset`: put a key back to full capacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequest {
+    /// The key.
+    pub key: String,
+}
+
+/// The answer of a call that returns nothing else (reset, remove, flush).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Done {
+    /// Always true: a failure is an error body instead.
+    pub ok: bool,
+}
+
+/// A key's limit, capacity and counters (the flat dict of Python's `status()`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyStatus {
+    /// The key.
+    pub key: String,
+    /// Units per period.
+    pub rate: u64,
+    /// The period, normalised ("1m").
+    pub per: String,
+    /// The period in milliseconds.
+    pub per_ms: u64,
+    /// The algorithm.
+    pub algorithm: String,
+    /// Units available now.
+    pub remaining: u64,
+    /// Unix seconds at which the key is back to full capacity (now, when full).
+    pub reset_at: f64,
+    /// Checks allowed.
+    pub allowed: u64,
+    /// Checks denied.
+    pub denied: u64,
+    /// Units consumed by allowed checks.
+    pub allowed_cost: u64,
+    /// Units asked for by denied checks.
+    pub denied_cost: u64,
+    /// Unix seconds of the last check, or null.
+    pub last_seen: Option<f64>,
+}
+
+impl From<&Status> for KeyStatus {
+    fn from(s: &Status) -> Self {
+        KeyStatus {
+            key: s.key.clone(),
+            rate: s.quota.rate(),
+            per: s.quota.period().to_string(),
+            per_ms: s.quota.period().as_millis(),
+            algorithm: s.quota.algorithm().name().to_owned(),
+            remaining: s.remaining,
+            reset_at: to_unix_seconds(s.reset_at),
+            allowed: s.counters.allowed,
+            denied: s.counters.denied,
+            allowed_cost: s.counters.allowed_cost,
+            denied_cost: s.counters.denied_cost,
+            last_seen: s.last_seen.map(to_unix_seconds),
+        }
+    }
+}
+
+/// `GET /v1/limits`: every limit, sorted by key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LimitList {
+    /// The limits.
+    pub limits: Vec<KeyStatus>,
+}
+
+/// The query of `GET /v1/limits`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only keys starting with this.
+    pub prefix: Option<String>,
+}
+
+/// One remembered decision of a key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEntry {
+    /// Unix seconds of the decision.
+    pub at: f64,
+    /// The cost asked for.
+    pub cost: u64,
+    /// Whether it was allowed.
+    pub allowed: bool,
+    /// True when only another key of the same check-all lacked room.
+    pub blocked_by_other: bool,
+    /// Units left after it.
+    pub remaining: u64,
+}
+
+impl From<&HistoryEvent> for HistoryEntry {
+    fn from(e: &HistoryEvent) -> Self {
+        HistoryEntry {
+            at: to_unix_seconds(e.at),
+            cost: e.cost,
+            allowed: e.allowed,
+            blocked_by_other: e.blocked_by_other,
+            remaining: e.remaining,
+        }
+    }
+}
+
+/// `GET /v1/history/{key}`: the key's most recent decisions, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct History {
+    /// The key.
+    pub key: String,
+    /// The decisions.
+    pub events: Vec<HistoryEntry>,
+}
+
+/// The query of `GET /v1/history/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// How many decisions (default 100).
+    #[serde(default = "hundred")]
+    #[param(default = 100)]
+    pub limit: usize,
+}
+
+impl Default for HistoryQuery {
+    fn default() -> Self {
+        HistoryQuery { limit: hundred() }
+    }
+}
+
+fn hundred() -> usize {
+    100
+}
+
+/// The query of `GET /v1/top`.
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TopQuery {
+    /// `denied` (default), `allowed`, `denied_cost`, `allowed_cost` or `checks`.
+    #[serde(default = "denied")]
+    #[param(default = "denied")]
+    pub by: String,
+    /// How many keys (default 20).
+    #[serde(default = "twenty")]
+    #[param(default = 20)]
+    pub limit: usize,
+}
+
+impl Default for TopQuery {
+    fn default() -> Self {
+        TopQuery {
+            by: denied(),
+            limit: twenty(),
+        }
+    }
+}
+
+fn denied() -> String {
+    "denied".to_owned()
+}
+
+fn twenty() -> usize {
+    20
+}
+
+/// `GET /v1/top`: keys ranked, highest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Top {
+    /// The keys' statuses.
+    pub top: Vec<KeyStatus>,
+}
+
+/// One check of the doctor's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DoctorCheck {
+    /// What was checked.
+    pub name: String,
+    /// False when the check failed.
+    pub ok: bool,
+    /// `ok`, `warn` or `fail`.
+    pub level: String,
+    /// What was found, and the fix when something is wrong.
+    pub detail: String,
+}
+
+/// `GET /v1/doctor`: the health of the data directory and of the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Doctor {
+    /// True when no check failed.
+    pub ok: bool,
+    /// Every check.
+    pub checks: Vec<DoctorCheck>,
+    /// `always` or `batch`.
+    pub sync: String,
+    /// The engine's version.
+    pub version: String,
+    /// The data directory (on the server's machine).
+    pub data_dir: String,
+    /// Logical size of the log.
+    pub log_bytes: u64,
+    /// Size of the snapshot.
+    pub snapshot_bytes: u64,
+    /// Configured keys.
+    pub keys: usize,
+    /// Events written but not yet synced.
+    pub pending_events: u64,
+}
+
+impl From<&DoctorReport> for Doctor {
+    fn from(r: &DoctorReport) -> Self {
+        Doctor {
+            ok: r.ok,
+            checks: r
+                .checks
+                .iter()
+                .map(|c| DoctorCheck {
+                    name: c.name.to_owned(),
+                    ok: c.level != flint_core::CheckLevel::Fail,
+                    level: c.level.to_string(),
+                    detail: c.detail.clone(),
+                })
+                .collect(),
+            sync: r.sync.to_owned(),
+            version: r.version.to_owned(),
+            data_dir: r.data_dir.display().to_string(),
+            log_bytes: r.log_bytes,
+            snapshot_bytes: r.snapshot_bytes,
+            keys: r.keys,
+            pending_events: r.pending_events,
+        }
+    }
+}
+
+/// `POST /v1/log/compact`: what the compaction did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Compacted {
+    /// Keys in the snapshot.
+    pub keys: usize,
+    /// Size of the new snapshot.
+    pub snapshot_bytes: u64,
+    /// Log size before.
+    pub log_bytes_before: u64,
+    /// Log size after.
+    pub log_bytes_after: u64,
+}
+
+impl From<&CompactReport> for Compacted {
+    fn from(r: &CompactReport) -> Self {
+        Compacted {
+            keys: r.keys,
+            snapshot_bytes: r.snapshot_bytes,
+            log_bytes_before: r.log_bytes_before,
+            log_bytes_after: r.log_bytes_after,
+        }
+    }
+}
+
+/// Every failure: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code; see [`code`].
+    pub code: String,
+    /// What is wrong, with the value and the fix.
+    pub message: String,
+}
+
+/// The error codes of the API, one place for the server and its clients.
+pub mod code {
+    /// Bad input (also malformed JSON, a wrong content type, a missing field). 400.
+    pub const INVALID_ARGUMENT: &str = "invalid_argument";
+    /// The key has no limit. 404.
+    pub const LIMIT_NOT_FOUND: &str = "limit_not_found";
+    /// No such route. 404.
+    pub const NOT_FOUND: &str = "not_found";
+    /// The route exists, the method does not. 405.
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// Missing or wrong bearer token. 401.
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// The body is over 64 KiB. 413.
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    /// A read, write or sync of the data directory failed. 500.
+    pub const STORAGE_ERROR: &str = "storage_error";
+    /// The data directory holds damaged data. 500.
+    pub const CORRUPTED_DATA: &str = "corrupted_data";
+    /// The engine stopped writing after a storage failure, or is closing. 503.
+    pub const UNAVAILABLE: &str = "unavailable";
+    /// The server is at its limit of blocking work. 503.
+    pub const OVERLOADED: &str = "overloaded";
+    /// A request took longer than the server's request timeout. 503.
+    pub const TIMEOUT: &str = "timeout";
+    /// Anything else that went wrong inside the server. 500.
+    pub const INTERNAL: &str = "internal";
+}

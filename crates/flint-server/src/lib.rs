@@ -1,0 +1,8 @@
+//! Flint's shared mode: the HTTP server that owns a data directory (one writer) and
+//! serves the engine to other processes, and the client that talks to it.
+//!
+//! The server only translates: every rule lives in `flint-core`. [`api`] is the one
+//! definition of the JSON bodies, shared by the server, its OpenAPI document, the
+//! client, the CLI's `--json` output and the Python package.
+
+pub mod api;
