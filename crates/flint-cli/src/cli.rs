@@ -16,14 +16,37 @@ use clap_complete::Shell;
 #[command(name = "flint", version, propagate_version = true)]
 pub struct Cli {
     /// The data directory.
-    #[arg(long, global = true, env = "FLINT_DATA_DIR", default_value = ".flint")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLINT_DATA_DIR",
+        default_value = ".flint",
+        value_parser = AnyPath
+    )]
     pub data_dir: PathBuf,
+    /// Run the command through the `flint server` at this URL instead of opening a data
+    /// directory (FLINT_DATA_DIR is then ignored; --data-dir is refused).
+    #[arg(long, global = true, env = "FLINT_URL", value_parser = Utf8)]
+    pub url: Option<String>,
+    /// The server's bearer token (with --url).
+    #[arg(
+        long,
+        global = true,
+        env = "FLINT_SERVER_TOKEN",
+        hide_env_values = true,
+        value_parser = Utf8
+    )]
+    pub token: Option<String>,
     /// Print one JSON document instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Whether `--data-dir` was on the command line (not from the environment or the
+    /// default): with `--url` that is a contradiction.
+    #[arg(skip)]
+    pub data_dir_on_command_line: bool,
 }
 
 /// The command groups.
@@ -163,6 +186,25 @@ pub enum ServerCommand {
         #[arg(long, env = "FLINT_SERVER_TOKEN", value_parser = Utf8)]
         token: Option<String>,
     },
+}
+
+/// The value parser of `--data-dir`: any path, even an empty one, which the commands
+/// refuse themselves, so that an empty `FLINT_DATA_DIR` does not stop a command that
+/// runs through `--url` and ignores it.
+#[derive(Debug, Clone, Copy)]
+pub struct AnyPath;
+
+impl TypedValueParser for AnyPath {
+    type Value = PathBuf;
+
+    fn parse_ref(
+        &self,
+        _command: &clap::Command,
+        _arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<PathBuf, clap::Error> {
+        Ok(PathBuf::from(value))
+    }
 }
 
 /// The value parser of every text argument. clap's own check of UTF-8 says only that

@@ -12,7 +12,8 @@ use std::ffi::OsString;
 use std::io::Write;
 
 use clap::error::ErrorKind;
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 
 pub use cli::Cli;
 
@@ -23,7 +24,7 @@ where
     T: Into<OsString> + Clone,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let cli = match Cli::try_parse_from(&args) {
+    let cli = match parse(&args) {
         Ok(cli) => cli,
         Err(error) => {
             return match error.kind() {
@@ -62,6 +63,23 @@ where
         }
         Err(error) => fail(&one_line(&error)),
     }
+}
+
+/// Parses the command line, noting where `--data-dir` came from.
+fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    cli.data_dir_on_command_line =
+        matches.value_source("data_dir") == Some(ValueSource::CommandLine);
+    // An empty variable of the environment is as good as unset.
+    let from_env = |id: &str| matches.value_source(id) == Some(ValueSource::EnvVariable);
+    if cli.url.as_deref() == Some("") && from_env("url") {
+        cli.url = None;
+    }
+    if cli.token.as_deref() == Some("") && from_env("token") {
+        cli.token = None;
+    }
+    Ok(cli)
 }
 
 /// The error and its causes, `context: cause: cause`. A cause whose text the message

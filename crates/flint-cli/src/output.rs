@@ -1,11 +1,34 @@
-//! Rendering: aligned tables for people, one JSON document per command for machines.
-//! The JSON fields and units are those of the Python API (times are float Unix seconds).
+//! The one renderer: every command's result is a type of `flint_server::api` (the JSON
+//! bodies of the HTTP API), whether it came from a local data directory or from a
+//! server. `--json` prints its serde serialisation; otherwise [`Human`] turns the same
+//! value into aligned tables. The few documents the CLI prints beyond the API (the
+//! envelopes below) wrap an API type and add the fields the CLI has always printed.
 
 use chrono::{DateTime, Local, SecondsFormat};
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
-use flint_core::{to_unix_seconds, Decision, DoctorReport, HistoryEvent, Status, UnixNanos};
-use serde_json::{json, Value};
+use flint_core::{from_unix_seconds, UnixNanos};
+use flint_server::api;
+use serde::Serialize;
+
+/// The text people read for a result; `now` is the time relative times are shown from.
+pub trait Human {
+    /// The text for stdout, ending with a newline.
+    fn human(&self, now: UnixNanos) -> String;
+}
+
+/// `value` as one pretty JSON document, or as its tables.
+pub fn render<T: Serialize + Human>(json: bool, value: &T, now: UnixNanos) -> String {
+    if json {
+        // Serialising these types cannot fail: every map key is a string.
+        let text = serde_json::to_string_pretty(value).unwrap_or_else(|e| {
+            unreachable!("the API types always serialise: {e}");
+        });
+        format!("{text}\n")
+    } else {
+        value.human(now)
+    }
+}
 
 /// A table with the project's look.
 pub fn table(header: &[&str]) -> Table {
@@ -22,7 +45,7 @@ pub fn table(header: &[&str]) -> Table {
 }
 
 /// A two-column table of fields and values.
-pub fn fields(rows: &[(&str, String)]) -> Table {
+fn fields(rows: &[(&str, String)]) -> Table {
     let mut table = table(&["field", "value"]);
     for (name, value) in rows {
         table.add_row(vec![(*name).to_owned(), value.clone()]);
@@ -40,6 +63,11 @@ pub fn time(at: UnixNanos, now: UnixNanos) -> String {
         local.to_rfc3339_opts(SecondsFormat::Secs, false),
         relative(at, now)
     )
+}
+
+/// [`time`] of float Unix seconds, the API's times.
+fn time_s(at: f64, now: UnixNanos) -> String {
+    time(from_unix_seconds(at), now)
 }
 
 /// "in 12s", "3m ago", "now".
@@ -74,125 +102,338 @@ fn tail(value: u64, unit: &str) -> String {
     }
 }
 
-/// Seconds with millisecond precision, e.g. "1.250s".
-pub fn seconds(nanos: u64) -> String {
-    format!("{:.3}s", nanos as f64 / 1e9)
+/// Float seconds with millisecond precision, e.g. "1.250s".
+fn seconds(value: f64) -> String {
+    format!("{value:.3}s")
 }
 
-/// A decision as the Python `CheckResult` fields.
-pub fn decision_json(key: &str, d: &Decision) -> Value {
-    json!({
-        "key": key,
-        "allowed": d.allowed,
-        "remaining": d.remaining,
-        "reset_at": to_unix_seconds(d.reset_at),
-        "retry_after": d.retry_after as f64 / 1e9,
-        "limit": d.limit,
-        "algorithm": d.algorithm.name(),
-        "cost": d.cost,
-    })
+fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.to_owned()
 }
 
-/// A status as the Python `status()` dict.
-pub fn status_json(s: &Status) -> Value {
-    json!({
-        "key": s.key,
-        "rate": s.quota.rate(),
-        "per": s.quota.period().to_string(),
-        "per_ms": s.quota.period().as_millis(),
-        "algorithm": s.quota.algorithm().name(),
-        "remaining": s.remaining,
-        "reset_at": to_unix_seconds(s.reset_at),
-        "allowed": s.counters.allowed,
-        "denied": s.counters.denied,
-        "allowed_cost": s.counters.allowed_cost,
-        "denied_cost": s.counters.denied_cost,
-        "last_seen": s.last_seen.map(to_unix_seconds),
-    })
+impl Human for api::LimitResponse {
+    fn human(&self, _now: UnixNanos) -> String {
+        let s = &self.status;
+        format!(
+            "{} {}: {} per {} ({})\n",
+            self.change, s.key, s.rate, s.per, s.algorithm
+        )
+    }
 }
 
-/// A history event as the Python `history()` dict.
-pub fn history_json(e: &HistoryEvent) -> Value {
-    json!({
-        "at": to_unix_seconds(e.at),
-        "cost": e.cost,
-        "allowed": e.allowed,
-        "blocked_by_other": e.blocked_by_other,
-        "remaining": e.remaining,
-    })
+impl Human for api::CheckResult {
+    fn human(&self, now: UnixNanos) -> String {
+        let table = fields(&[
+            ("key", self.key.clone()),
+            ("allowed", yes_no(self.allowed)),
+            ("cost", self.cost.to_string()),
+            ("remaining", format!("{} of {}", self.remaining, self.limit)),
+            ("reset_at", time_s(self.reset_at, now)),
+            ("retry_after", seconds(self.retry_after)),
+            ("algorithm", self.algorithm.clone()),
+        ]);
+        format!("{table}\n")
+    }
 }
 
-/// A doctor report as the Python `doctor()` dict.
-pub fn doctor_json(r: &DoctorReport) -> Value {
-    let checks: Vec<Value> = r
-        .checks
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.name,
-                "ok": c.level != flint_core::CheckLevel::Fail,
-                "level": c.level.to_string(),
-                "detail": c.detail,
-            })
-        })
-        .collect();
-    json!({
-        "ok": r.ok,
-        "checks": checks,
-        "sync": r.sync,
-        "version": r.version,
-        "data_dir": r.data_dir.display().to_string(),
-        "log_bytes": r.log_bytes,
-        "snapshot_bytes": r.snapshot_bytes,
-        "keys": r.keys,
-        "pending_events": r.pending_events,
-    })
+impl Human for api::CheckAllResult {
+    fn human(&self, now: UnixNanos) -> String {
+        let mut table = table(&["key", "cost", "remaining", "reset_at", "retry_after"]);
+        for r in &self.results {
+            table.add_row(vec![
+                r.key.clone(),
+                r.cost.to_string(),
+                format!("{} of {}", r.remaining, r.limit),
+                time_s(r.reset_at, now),
+                seconds(r.retry_after),
+            ]);
+        }
+        let verdict = match &self.denied_key {
+            None => "allowed: every limit admitted the request".to_owned(),
+            Some(key) => format!("denied by {key}: nothing was consumed"),
+        };
+        format!("{verdict}\n{table}\n")
+    }
 }
 
-/// A doctor report as a table of checks.
-pub fn doctor_table(report: &DoctorReport) -> Table {
+impl Human for api::KeyStatus {
+    fn human(&self, now: UnixNanos) -> String {
+        let table = fields(&[
+            ("key", self.key.clone()),
+            ("limit", format!("{} per {}", self.rate, self.per)),
+            ("algorithm", self.algorithm.clone()),
+            ("remaining", self.remaining.to_string()),
+            ("reset_at", time_s(self.reset_at, now)),
+            (
+                "allowed",
+                format!("{} ({} units)", self.allowed, self.allowed_cost),
+            ),
+            (
+                "denied",
+                format!("{} ({} units)", self.denied, self.denied_cost),
+            ),
+            (
+                "last_seen",
+                self.last_seen
+                    .map_or_else(|| "never".into(), |at| time_s(at, now)),
+            ),
+        ]);
+        format!("{table}\n")
+    }
+}
+
+impl Human for api::LimitList {
+    fn human(&self, now: UnixNanos) -> String {
+        if self.limits.is_empty() {
+            return "no limits configured\n".into();
+        }
+        let mut table = table(&[
+            "key",
+            "rate",
+            "per",
+            "algorithm",
+            "remaining",
+            "allowed",
+            "denied",
+            "last seen",
+        ]);
+        for s in &self.limits {
+            table.add_row(vec![
+                s.key.clone(),
+                s.rate.to_string(),
+                s.per.clone(),
+                s.algorithm.clone(),
+                s.remaining.to_string(),
+                s.allowed.to_string(),
+                s.denied.to_string(),
+                s.last_seen
+                    .map_or_else(|| "never".into(), |at| relative(from_unix_seconds(at), now)),
+            ]);
+        }
+        format!("{table}\n")
+    }
+}
+
+impl Human for api::History {
+    fn human(&self, now: UnixNanos) -> String {
+        if self.events.is_empty() {
+            return format!("{} has no decisions yet\n", self.key);
+        }
+        let mut table = table(&["at", "cost", "allowed", "remaining"]);
+        for e in &self.events {
+            table.add_row(vec![
+                time_s(e.at, now),
+                e.cost.to_string(),
+                if e.allowed {
+                    "yes"
+                } else if e.blocked_by_other {
+                    "no (blocked by another key)"
+                } else {
+                    "no"
+                }
+                .into(),
+                e.remaining.to_string(),
+            ]);
+        }
+        format!("{table}\n")
+    }
+}
+
+/// `flint limit top`: the API's [`api::Top`] and the ranking asked for.
+#[derive(Debug, Serialize)]
+pub struct TopOutput {
+    /// The ranking: `denied`, `allowed`, `denied_cost`, `allowed_cost` or `checks`.
+    pub by: &'static str,
+    /// The ranked keys.
+    #[serde(flatten)]
+    pub top: api::Top,
+}
+
+impl Human for TopOutput {
+    fn human(&self, _now: UnixNanos) -> String {
+        if self.top.top.is_empty() {
+            return format!("no key has any {}\n", self.by);
+        }
+        let mut table = table(&[
+            "#",
+            "key",
+            "allowed",
+            "denied",
+            "allowed units",
+            "denied units",
+            "remaining",
+        ]);
+        for (rank, s) in self.top.top.iter().enumerate() {
+            table.add_row(vec![
+                (rank + 1).to_string(),
+                s.key.clone(),
+                s.allowed.to_string(),
+                s.denied.to_string(),
+                s.allowed_cost.to_string(),
+                s.denied_cost.to_string(),
+                format!("{} of {}", s.remaining, s.rate),
+            ]);
+        }
+        format!("top keys by {}\n{table}\n", self.by)
+    }
+}
+
+/// `flint limit reset`: the API's [`api::Done`], the key, and `"reset": true`.
+#[derive(Debug, Serialize)]
+pub struct ResetOutput {
+    /// The key.
+    pub key: String,
+    /// Always true.
+    pub reset: bool,
+    /// The API's answer.
+    #[serde(flatten)]
+    pub done: api::Done,
+}
+
+impl Human for ResetOutput {
+    fn human(&self, _now: UnixNanos) -> String {
+        format!("reset {}: back to full capacity\n", self.key)
+    }
+}
+
+/// `flint limit remove`: the API's [`api::Done`], the key, and `"removed": true`.
+#[derive(Debug, Serialize)]
+pub struct RemoveOutput {
+    /// The key.
+    pub key: String,
+    /// Always true.
+    pub removed: bool,
+    /// The API's answer.
+    #[serde(flatten)]
+    pub done: api::Done,
+}
+
+impl Human for RemoveOutput {
+    fn human(&self, _now: UnixNanos) -> String {
+        format!("removed {}\n", self.key)
+    }
+}
+
+/// `flint log flush`: the API's [`api::Done`] and `"flushed": true`.
+#[derive(Debug, Serialize)]
+pub struct FlushOutput {
+    /// Always true.
+    pub flushed: bool,
+    /// The API's answer.
+    #[serde(flatten)]
+    pub done: api::Done,
+}
+
+impl Human for FlushOutput {
+    fn human(&self, _now: UnixNanos) -> String {
+        "every event is on disk\n".into()
+    }
+}
+
+impl Human for api::Compacted {
+    fn human(&self, _now: UnixNanos) -> String {
+        format!(
+            "compacted: snapshot of {} keys ({} bytes); log {} → {} bytes\n",
+            self.keys, self.snapshot_bytes, self.log_bytes_before, self.log_bytes_after
+        )
+    }
+}
+
+/// The doctor's checks as a table.
+fn checks_table(checks: &[api::DoctorCheck]) -> Table {
     let mut table = table(&["check", "status", "detail"]);
-    for c in &report.checks {
-        table.add_row(vec![
-            c.name.to_owned(),
-            c.level.to_string(),
-            c.detail.clone(),
-        ]);
+    for c in checks {
+        table.add_row(vec![c.name.clone(), c.level.clone(), c.detail.clone()]);
     }
     table
 }
 
-/// The rows of a limits table.
-pub fn status_table(statuses: &[Status], now: UnixNanos) -> Table {
-    let mut table = table(&[
-        "key",
-        "rate",
-        "per",
-        "algorithm",
-        "remaining",
-        "allowed",
-        "denied",
-        "last seen",
-    ]);
-    for s in statuses {
-        table.add_row(vec![
-            s.key.clone(),
-            s.quota.rate().to_string(),
-            s.quota.period().to_string(),
-            s.quota.algorithm().name().to_owned(),
-            s.remaining.to_string(),
-            s.counters.allowed.to_string(),
-            s.counters.denied.to_string(),
-            s.last_seen
-                .map_or_else(|| "never".into(), |at| relative(at, now)),
-        ]);
+impl Human for api::Doctor {
+    fn human(&self, _now: UnixNanos) -> String {
+        format!("{}\n", checks_table(&self.checks))
     }
-    table
+}
+
+/// `flint doctor --repair`: the API's [`api::Doctor`] after the repair, and what the
+/// repair did.
+#[derive(Debug, Serialize)]
+pub struct DoctorOutput {
+    /// The report.
+    #[serde(flatten)]
+    pub doctor: api::Doctor,
+    /// `false` when there was nothing to repair, else what was cut.
+    pub repaired: Repaired,
+    /// Shown before the table (the damage found, when not shown with a prompt).
+    #[serde(skip)]
+    pub preface: String,
+}
+
+/// What `doctor --repair` did.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Repaired {
+    /// `false`: the log opened cleanly.
+    Nothing(bool),
+    /// The log was cut.
+    Cut(Repair),
+}
+
+/// A repair of the log (local only: a server never opens a damaged directory).
+#[derive(Debug, Serialize)]
+pub struct Repair {
+    /// Where the old log was copied.
+    pub backup: String,
+    /// The offset of the damaged record.
+    pub damaged_at: u64,
+    /// What is wrong with it.
+    pub reason: String,
+    /// Bytes cut.
+    pub dropped_bytes: u64,
+    /// Valid records cut after the damage.
+    pub dropped_records: u64,
+    /// Unix seconds of the first record cut.
+    pub first_dropped_at: Option<f64>,
+    /// Unix seconds of the last record cut.
+    pub last_dropped_at: Option<f64>,
+}
+
+impl Human for DoctorOutput {
+    fn human(&self, now: UnixNanos) -> String {
+        let table = self.doctor.human(now);
+        match &self.repaired {
+            Repaired::Nothing(_) => {
+                format!("{table}nothing to repair: the log opens cleanly\n")
+            }
+            Repaired::Cut(r) => format!(
+                "{}repaired: the old log is kept at {}\n{table}",
+                self.preface, r.backup
+            ),
+        }
+    }
+}
+
+/// `flint doctor` on a directory that does not open (damaged, or not Flint's): the one
+/// failed check.
+#[derive(Debug, Serialize)]
+pub struct OpenFailed {
+    /// Always false.
+    pub ok: bool,
+    /// The failed `open` check.
+    pub checks: Vec<api::DoctorCheck>,
+    /// The data directory.
+    pub data_dir: String,
+}
+
+impl Human for OpenFailed {
+    fn human(&self, _now: UnixNanos) -> String {
+        format!("{}\n", checks_table(&self.checks))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::relative;
+    use super::{relative, render, FlushOutput, TopOutput};
+    use flint_server::api;
 
     const S: u64 = 1_000_000_000;
 
@@ -203,5 +444,29 @@ mod tests {
         assert_eq!(relative(100 * S, 280 * S), "3m ago");
         assert_eq!(relative(3_790 * S, 100 * S), "in 1h1m");
         assert_eq!(relative(100 * S + 2 * 86_400 * S, 100 * S), "in 2d");
+    }
+
+    #[test]
+    fn envelopes_are_the_api_type_plus_the_cli_fields() {
+        let flushed = render(
+            true,
+            &FlushOutput {
+                flushed: true,
+                done: api::Done { ok: true },
+            },
+            0,
+        );
+        let value: serde_json::Value = serde_json::from_str(&flushed).unwrap();
+        assert_eq!(value, serde_json::json!({"flushed": true, "ok": true}));
+        let top = render(
+            true,
+            &TopOutput {
+                by: "denied",
+                top: api::Top { top: vec![] },
+            },
+            0,
+        );
+        let value: serde_json::Value = serde_json::from_str(&top).unwrap();
+        assert_eq!(value, serde_json::json!({"by": "denied", "top": []}));
     }
 }

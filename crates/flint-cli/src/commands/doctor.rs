@@ -9,13 +9,24 @@ use flint_core::admin::{self as repair, RepairPlan};
 use flint_core::backend::Backend;
 use flint_core::backend::FileBackend;
 use flint_core::{to_unix_seconds, Error, Limiter, Options, UnixNanos};
-use serde_json::json;
+use flint_server::api;
 
-use super::{now, opening_error, render, require_existing, Outcome};
+use super::target::{require_existing, Place, Target};
+use super::{now, opening_error, Outcome};
 use crate::cli::DoctorArgs;
-use crate::output::{self, time};
+use crate::output::{time, DoctorOutput, OpenFailed, Repair, Repaired};
 
-pub(super) fn doctor(dir: &Path, json: bool, args: &DoctorArgs) -> Result<Outcome> {
+pub(super) fn doctor(place: Place<'_>, json: bool, args: &DoctorArgs) -> Result<Outcome> {
+    let dir = match place {
+        Place::Dir(dir) => dir,
+        Place::Server { url, .. } => {
+            if args.repair {
+                bail!("doctor --repair needs the data directory itself, not a server (--url {url}): stop the server, then run `flint --data-dir DIR doctor --repair` on its directory");
+            }
+            let report = Target::open(place, false)?.doctor()?;
+            return Ok(Outcome::render(json, &report, !report.ok));
+        }
+    };
     require_existing(dir)?;
     let limiter = match Limiter::open(dir, Options::default()) {
         Ok(limiter) => limiter,
@@ -23,42 +34,34 @@ pub(super) fn doctor(dir: &Path, json: bool, args: &DoctorArgs) -> Result<Outcom
             return repair(dir, json, args.yes, &error)
         }
         Err(error @ (Error::Corrupt { .. } | Error::NotFlint { .. })) => {
-            let detail = error.to_string();
-            let value = json!({
-                "ok": false,
-                "checks": [{"name": "open", "ok": false, "level": "FAIL", "detail": detail}],
-                "data_dir": dir.display().to_string(),
-            });
-            let text = render(json, &value, || {
-                let mut table = output::table(&["check", "status", "detail"]);
-                table.add_row(vec!["open".into(), "FAIL".into(), detail.clone()]);
-                format!("{table}\n")
-            })?;
-            return Ok(Outcome {
-                stdout: text,
-                code: 1,
-            });
+            let value = OpenFailed {
+                ok: false,
+                checks: vec![api::DoctorCheck {
+                    name: "open".into(),
+                    ok: false,
+                    level: "FAIL".into(),
+                    detail: error.to_string(),
+                }],
+                data_dir: dir.display().to_string(),
+            };
+            return Ok(Outcome::render(json, &value, true));
         }
         Err(error) => return Err(opening_error(dir, error)),
     };
-    let report = limiter.doctor()?;
-    limiter.close()?;
-    let mut value = output::doctor_json(&report);
+    let target = Target::Local(limiter);
+    let report = target.doctor()?;
+    target.close()?;
+    let failed = !report.ok;
     if args.repair {
-        value["repaired"] = json!(false);
+        let value = DoctorOutput {
+            doctor: report,
+            repaired: Repaired::Nothing(false),
+            preface: String::new(),
+        };
+        Ok(Outcome::render(json, &value, failed))
+    } else {
+        Ok(Outcome::render(json, &report, failed))
     }
-    let text = render(json, &value, || {
-        let table = output::doctor_table(&report);
-        let mut text = format!("{table}\n");
-        if args.repair {
-            text.push_str("nothing to repair: the log opens cleanly\n");
-        }
-        text
-    })?;
-    Ok(Outcome {
-        stdout: text,
-        code: i32::from(!report.ok),
-    })
 }
 
 fn describe(plan: &RepairPlan, now: UnixNanos) -> String {
@@ -106,30 +109,24 @@ fn repair(dir: &Path, json: bool, yes: bool, error: &Error) -> Result<Outcome> {
     let report = repair::apply(&backend, plan, now)?;
     drop(guard);
     let limiter = Limiter::open(dir, Options::default()).map_err(|e| opening_error(dir, e))?;
-    let doctor = limiter.doctor()?;
-    limiter.close()?;
+    let target = Target::Local(limiter);
+    let doctor = target.doctor()?;
+    target.close()?;
     let p = &report.plan;
-    let mut value = output::doctor_json(&doctor);
-    value["repaired"] = json!({
-        "backup": report.backup.display().to_string(),
-        "damaged_at": p.damaged_at,
-        "reason": p.reason,
-        "dropped_bytes": p.dropped_bytes,
-        "dropped_records": p.dropped_records,
-        "first_dropped_at": p.first_dropped_at.map(to_unix_seconds),
-        "last_dropped_at": p.last_dropped_at.map(to_unix_seconds),
-    });
-    let text = render(json, &value, || {
-        let table = output::doctor_table(&doctor);
+    let failed = !doctor.ok;
+    let value = DoctorOutput {
+        doctor,
+        repaired: Repaired::Cut(Repair {
+            backup: report.backup.display().to_string(),
+            damaged_at: p.damaged_at,
+            reason: p.reason.clone(),
+            dropped_bytes: p.dropped_bytes,
+            dropped_records: p.dropped_records,
+            first_dropped_at: p.first_dropped_at.map(to_unix_seconds),
+            last_dropped_at: p.last_dropped_at.map(to_unix_seconds),
+        }),
         // Without --yes the description was shown with the prompt already.
-        format!(
-            "{}repaired: the old log is kept at {}\n{table}\n",
-            if yes { description.as_str() } else { "" },
-            report.backup.display()
-        )
-    })?;
-    Ok(Outcome {
-        stdout: text,
-        code: i32::from(!doctor.ok),
-    })
+        preface: if yes { description } else { String::new() },
+    };
+    Ok(Outcome::render(json, &value, failed))
 }

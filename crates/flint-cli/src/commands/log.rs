@@ -1,38 +1,28 @@
 //! `flint log flush|compact`.
 
-use std::path::Path;
-
 use anyhow::Result;
-use serde_json::json;
 
-use super::{open, render, Outcome};
+use super::target::{Place, Target};
+use super::Outcome;
 use crate::cli::LogCommand;
+use crate::output::FlushOutput;
 
-pub(super) fn log(dir: &Path, json: bool, command: &LogCommand) -> Result<Outcome> {
-    let limiter = open(dir, false)?;
-    let text = match command {
+pub(super) fn log(place: Place<'_>, json: bool, command: &LogCommand) -> Result<Outcome> {
+    let target = Target::open(place, false)?;
+    let outcome = match command {
         LogCommand::Flush => {
-            limiter.flush()?;
-            render(json, &json!({"flushed": true}), || {
-                "every event is on disk\n".into()
-            })?
+            let done = target.flush()?;
+            Outcome::render(
+                json,
+                &FlushOutput {
+                    flushed: true,
+                    done,
+                },
+                false,
+            )
         }
-        LogCommand::Compact => {
-            let r = limiter.compact()?;
-            let value = json!({
-                "keys": r.keys,
-                "snapshot_bytes": r.snapshot_bytes,
-                "log_bytes_before": r.log_bytes_before,
-                "log_bytes_after": r.log_bytes_after,
-            });
-            render(json, &value, || {
-                format!(
-                    "compacted: snapshot of {} keys ({} bytes); log {} → {} bytes\n",
-                    r.keys, r.snapshot_bytes, r.log_bytes_before, r.log_bytes_after
-                )
-            })?
-        }
+        LogCommand::Compact => Outcome::render(json, &target.compact()?, false),
     };
-    limiter.close()?;
-    Ok(Outcome::ok(text))
+    target.close()?;
+    Ok(outcome)
 }
