@@ -6,3 +6,4 @@
 //! client, the CLI's `--json` output and the Python package.
 
 pub mod api;
+pub mod client;
