@@ -25,7 +25,7 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
     /// Run the command through the `flint server` at this URL instead of opening a data
-    /// directory (FLINT_DATA_DIR is then ignored; --data-dir is refused).
+    /// directory (`--data-dir` is then refused, `FLINT_DATA_DIR` ignored).
     #[arg(long, global = true, env = "FLINT_URL", value_parser = Utf8)]
     pub url: Option<String>,
     /// The server's bearer token (with --url).

@@ -53,7 +53,7 @@ where
             };
         }
     };
-    match commands::run(cli) {
+    match commands::run(&cli) {
         Ok(outcome) => {
             let mut stdout = std::io::stdout().lock();
             // A closed pipe (`flint limit list | head`) is not an error worth a panic.

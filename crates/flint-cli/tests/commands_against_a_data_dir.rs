@@ -401,6 +401,10 @@ fn a_locked_directory_names_the_holder_and_the_way_out() {
     );
     assert!(message.contains("locked by another process"), "{message}");
     assert!(message.contains("Stop it first"), "{message}");
+    assert!(
+        message.contains("flint --url http://127.0.0.1:7878") && message.contains("FLINT_URL"),
+        "suggests running the command through the server: {message}"
+    );
     assert!(message.contains(&dir.display().to_string()), "{message}");
 
     drop(holder.stdin.take()); // EOF: the holder cancels and releases the lock

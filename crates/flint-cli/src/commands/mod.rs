@@ -79,7 +79,7 @@ fn place(cli: &Cli) -> Result<Place<'_>> {
 }
 
 /// Runs the parsed command line.
-pub fn run(cli: Cli) -> Result<Outcome> {
+pub fn run(cli: &Cli) -> Result<Outcome> {
     let uses_dir = match &cli.command {
         Command::Completions { .. } => false,
         Command::Server(_) => true,
@@ -89,9 +89,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         bail!("--data-dir is empty (from --data-dir or FLINT_DATA_DIR): an empty path is not the current directory; write --data-dir . for that");
     }
     match &cli.command {
-        Command::Limit(command) => limit::limit(place(&cli)?, cli.json, command),
-        Command::Log(command) => log::log(place(&cli)?, cli.json, command),
-        Command::Doctor(args) => doctor::doctor(place(&cli)?, cli.json, args),
+        Command::Limit(command) => limit::limit(place(cli)?, cli.json, command),
+        Command::Log(command) => log::log(place(cli)?, cli.json, command),
+        Command::Doctor(args) => doctor::doctor(place(cli)?, cli.json, args),
         Command::Server(command) => server::server(command),
         Command::Completions { shell } => completions::completions(*shell),
     }

@@ -3,10 +3,12 @@
 //! type, so that one renderer shows both and the exit codes agree.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use flint_core::{Error, Limiter, Options, Quota, TopBy};
 use flint_server::api;
+use flint_server::client::{Client, ClientError, ErrorKind};
 
 use super::opening_error;
 
@@ -24,10 +26,16 @@ pub(crate) enum Place<'a> {
     },
 }
 
+/// How long the CLI waits for each answer of a server (a compaction of a large log
+/// takes a while).
+const TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The data directory or server a command runs against.
 pub(crate) enum Target {
     /// A data directory opened in this process.
     Local(Limiter),
+    /// A `flint server` that owns the directory.
+    Remote(Client),
 }
 
 impl Target {
@@ -44,9 +52,10 @@ impl Target {
                     Limiter::open(dir, Options::default()).map_err(|e| opening_error(dir, e))?;
                 Ok(Target::Local(limiter))
             }
-            Place::Server { url, .. } => {
-                bail!("--url {url}: this build of flint cannot talk to a server yet")
-            }
+            // Nothing is sent yet: an unreachable server shows at the first call.
+            Place::Server { url, token } => Ok(Target::Remote(
+                Client::new(url, token, TIMEOUT).map_err(remote)?,
+            )),
         }
     }
 
@@ -65,6 +74,7 @@ impl Target {
                     status: api::KeyStatus::from(&status),
                 })
             }
+            Target::Remote(client) => client.limit(request).map_err(remote),
         }
     }
 
@@ -75,6 +85,7 @@ impl Target {
                 let decision = limiter.check(key, cost).map_err(engine)?;
                 Ok(api::CheckResult::new(key, &decision))
             }
+            Target::Remote(client) => client.check(key, cost).map_err(remote),
         }
     }
 
@@ -85,6 +96,7 @@ impl Target {
                 let result = limiter.check_all(items).map_err(engine)?;
                 Ok(api::CheckAllResult::from(&result))
             }
+            Target::Remote(client) => client.check_all(items).map_err(remote),
         }
     }
 
@@ -92,6 +104,7 @@ impl Target {
     pub(crate) fn reset(&self, key: &str) -> Result<api::Done> {
         match self {
             Target::Local(limiter) => limiter.reset(key).map_err(engine)?,
+            Target::Remote(client) => client.reset(key).map_err(remote)?,
         }
         Ok(api::Done { ok: true })
     }
@@ -100,6 +113,7 @@ impl Target {
     pub(crate) fn remove(&self, key: &str) -> Result<api::Done> {
         match self {
             Target::Local(limiter) => limiter.remove(key).map_err(engine)?,
+            Target::Remote(client) => client.remove(key).map_err(remote)?,
         }
         Ok(api::Done { ok: true })
     }
@@ -111,6 +125,10 @@ impl Target {
                 Some(status) => Ok(api::KeyStatus::from(&status)),
                 None => Err(limit_not_found(key)),
             },
+            Target::Remote(client) => client
+                .status(key)
+                .map_err(remote)?
+                .ok_or_else(|| limit_not_found(key)),
         }
     }
 
@@ -123,6 +141,9 @@ impl Target {
                     limits: all.iter().map(api::KeyStatus::from).collect(),
                 })
             }
+            Target::Remote(client) => Ok(api::LimitList {
+                limits: client.list(prefix).map_err(remote)?,
+            }),
         }
     }
 
@@ -136,6 +157,10 @@ impl Target {
                     events: events.iter().map(api::HistoryEntry::from).collect(),
                 })
             }
+            Target::Remote(client) => Ok(api::History {
+                key: key.to_owned(),
+                events: client.history(key, limit).map_err(remote)?,
+            }),
         }
     }
 
@@ -148,6 +173,9 @@ impl Target {
                     top: ranked.iter().map(api::KeyStatus::from).collect(),
                 })
             }
+            Target::Remote(client) => Ok(api::Top {
+                top: client.top(by.name(), limit).map_err(remote)?,
+            }),
         }
     }
 
@@ -155,6 +183,7 @@ impl Target {
     pub(crate) fn flush(&self) -> Result<api::Done> {
         match self {
             Target::Local(limiter) => limiter.flush().map_err(engine)?,
+            Target::Remote(client) => client.flush().map_err(remote)?,
         }
         Ok(api::Done { ok: true })
     }
@@ -166,6 +195,7 @@ impl Target {
                 let report = limiter.compact().map_err(engine)?;
                 Ok(api::Compacted::from(&report))
             }
+            Target::Remote(client) => client.compact().map_err(remote),
         }
     }
 
@@ -176,13 +206,16 @@ impl Target {
                 let report = limiter.doctor().map_err(engine)?;
                 Ok(api::Doctor::from(&report))
             }
+            Target::Remote(client) => client.doctor().map_err(remote),
         }
     }
 
-    /// Closes a local directory (syncing it and releasing its lock).
+    /// Closes a local directory (syncing it and releasing its lock); a server's stays
+    /// open.
     pub(crate) fn close(self) -> Result<()> {
         match self {
             Target::Local(limiter) => limiter.close().map_err(engine),
+            Target::Remote(_) => Ok(()),
         }
     }
 }
@@ -219,5 +252,19 @@ fn engine(error: Error) -> anyhow::Error {
     match error {
         Error::LimitNotFound { key } => limit_not_found(&key),
         other => anyhow::Error::new(other),
+    }
+}
+
+/// A client error as the CLI says it: a key without a limit as the local CLI says it, a
+/// refused token with the way to pass one; the rest (a server that cannot be reached,
+/// bad input, a failure of the server) in the client's words, which name the URL.
+fn remote(error: ClientError) -> anyhow::Error {
+    match (error.kind(), error.key()) {
+        (ErrorKind::LimitNotFound, Some(key)) => limit_not_found(key),
+        (ErrorKind::Authentication, _) => anyhow!(
+            "the server at {} refused the token: pass --token or FLINT_SERVER_TOKEN",
+            error.url()
+        ),
+        _ => anyhow::Error::new(error),
     }
 }
