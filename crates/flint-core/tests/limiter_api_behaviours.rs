@@ -602,7 +602,7 @@ fn stats_count_keys_syncs_pending_events_and_compactions() {
     limiter.check("a", 1).unwrap();
     let after = limiter.stats().unwrap();
     assert_eq!(after.keys, 1);
-    assert!(after.syncs >= before.syncs + 1, "{before:?} → {after:?}");
+    assert!(after.syncs > before.syncs, "{before:?} → {after:?}");
     assert!(after.log_bytes > before.log_bytes);
     assert_eq!(after.pending_events, 0, "sync=always left nothing unsynced");
     limiter.compact().unwrap();
