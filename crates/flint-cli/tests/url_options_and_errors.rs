@@ -14,7 +14,8 @@ fn flint() -> Command {
     command
         .env_remove("FLINT_DATA_DIR")
         .env_remove("FLINT_URL")
-        .env_remove("FLINT_SERVER_TOKEN");
+        .env_remove("FLINT_SERVER_TOKEN")
+        .timeout(Duration::from_secs(60));
     command
 }
 

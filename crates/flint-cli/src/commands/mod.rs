@@ -92,7 +92,7 @@ pub fn run(cli: &Cli) -> Result<Outcome> {
         Command::Limit(command) => limit::limit(place(cli)?, cli.json, command),
         Command::Log(command) => log::log(place(cli)?, cli.json, command),
         Command::Doctor(args) => doctor::doctor(place(cli)?, cli.json, args),
-        Command::Server(command) => server::server(command),
+        Command::Server(command) => server::server(&cli.data_dir, command),
         Command::Completions { shell } => completions::completions(*shell),
     }
 }
