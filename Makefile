@@ -57,6 +57,7 @@ demo: develop
 bench: develop
 	$(CARGO) bench -p flint-core --bench targets
 	$(CARGO) bench -p flint-core --bench check -- --noplot
+	$(CARGO) bench -p flint-server --bench server
 	$(IN_VENV) $(PY) bench/python_bench.py
 
 # The long run of the simulated power-loss suite: CRASHES seeded crashes (100,000 by

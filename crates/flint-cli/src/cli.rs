@@ -154,15 +154,49 @@ pub struct DoctorArgs {
 /// `flint server ...`
 #[derive(Debug, Subcommand)]
 pub enum ServerCommand {
-    /// Serve the data directory over HTTP.
-    Start {
-        /// HOST:PORT to listen on.
-        #[arg(long, default_value = "127.0.0.1:8787", value_parser = Utf8)]
-        bind: String,
-        /// Bearer token required by every request but /v1/health.
-        #[arg(long, env = "FLINT_SERVER_TOKEN", value_parser = Utf8)]
-        token: Option<String>,
-    },
+    /// Serve the data directory over HTTP (shared mode) until SIGINT or SIGTERM.
+    Start(ServerStart),
+}
+
+/// `flint server start`
+#[derive(Debug, Args)]
+pub struct ServerStart {
+    /// HOST:PORT to listen on. A non-loopback address needs --token.
+    #[arg(long, default_value = "127.0.0.1:7878", value_parser = Utf8)]
+    pub bind: String,
+    /// Bearer token required by every request but GET /v1/health.
+    #[arg(long, env = "FLINT_SERVER_TOKEN", hide_env_values = true, value_parser = Utf8)]
+    pub token: Option<String>,
+    /// always: a consuming request is answered after its record is synced; batch:
+    /// records are synced every --flush-every-ms or --flush-every-events.
+    #[arg(long, default_value = "always", value_parser = Utf8)]
+    pub sync: String,
+    /// The longest an event stays unsynced, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub flush_every_ms: u64,
+    /// In batch mode, sync after this many events.
+    #[arg(long, default_value_t = 100)]
+    pub flush_every_events: u64,
+    /// Blocking work at once (syncs on request, compaction, doctor).
+    #[arg(long, default_value_t = 128)]
+    pub max_blocking: usize,
+    /// Seconds a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, default_value_t = 60)]
+    pub header_timeout: u64,
+    /// Seconds a request may take, body included.
+    #[arg(long, default_value_t = 30)]
+    pub request_timeout: u64,
+    /// Seconds requests in flight may take to finish after SIGINT or SIGTERM.
+    #[arg(long, default_value_t = 10)]
+    pub shutdown_grace: u64,
+    /// How consuming requests wait for their sync: async (no thread held) or
+    /// blocking (a thread each, at most --max-blocking); for benchmarks.
+    #[arg(long, default_value = "async", value_parser = ["async", "blocking"], hide = true)]
+    pub durability_wait: String,
+    /// Log lines as text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 /// The value parser of every text argument. clap's own check of UTF-8 says only that

@@ -129,6 +129,10 @@ impl Shared {
     /// Compacts, remembering the failure (or clearing it) for doctor.
     pub(crate) fn compact(&self) -> Result<CompactReport> {
         let result = self.compact_now();
+        if result.is_ok() {
+            self.compactions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         *lock(&self.compaction_failure) = result.as_ref().err().map(ToString::to_string);
         result
     }

@@ -103,6 +103,9 @@ struct CommitState {
     flush_every_events: Option<u64>,
     flush_requested: bool,
     stopping: bool,
+    /// Syncs that completed, and the time they took in all (for metrics).
+    syncs: u64,
+    sync_nanos: u64,
 }
 
 /// See the module documentation.
@@ -153,6 +156,8 @@ impl GroupCommit {
                 flush_every_events,
                 flush_requested: false,
                 stopping: false,
+                syncs: 0,
+                sync_nanos: 0,
             }),
             appended: Condvar::new(),
             flusher: Condvar::new(),
@@ -277,6 +282,10 @@ impl GroupCommit {
             let took = started.elapsed();
             st = lock(&self.state);
             st.last_sync = took;
+            st.syncs += 1;
+            st.sync_nanos = st
+                .sync_nanos
+                .saturating_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
             match result {
                 Ok(()) => {
                     st.durable.seq = st.durable.seq.max(target.seq);
@@ -375,6 +384,12 @@ impl GroupCommit {
     /// Why writes stopped, if they did.
     pub fn poisoned(&self) -> Option<String> {
         lock(&self.state).poisoned.clone()
+    }
+
+    /// The syncs completed so far and the nanoseconds they took in all.
+    pub fn sync_totals(&self) -> (u64, u64) {
+        let st = lock(&self.state);
+        (st.syncs, st.sync_nanos)
     }
 
     /// The written and the durable position.

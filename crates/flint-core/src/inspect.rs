@@ -141,3 +141,22 @@ pub struct DoctorReport {
     /// Events written but not yet synced.
     pub pending_events: u64,
 }
+
+/// The engine's running totals since it was opened (for metrics): cheap to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Configured keys.
+    pub keys: usize,
+    /// Logical size of the log.
+    pub log_bytes: u64,
+    /// Size of the snapshot (0 when none).
+    pub snapshot_bytes: u64,
+    /// Events written but not yet synced.
+    pub pending_events: u64,
+    /// Syncs (`fdatasync`) of the log that completed.
+    pub syncs: u64,
+    /// The time those syncs took in all, in nanoseconds.
+    pub sync_nanos: u64,
+    /// Compactions that completed (manual and automatic).
+    pub compactions: u64,
+}

@@ -71,6 +71,7 @@ pub use clock::{
 pub use decision::{Decision, ItemDecision, LimitChange, MultiDecision};
 pub use duration::Period;
 pub use error::{Error, Result};
-pub use inspect::{CheckLevel, DoctorCheck, DoctorReport, Status, TopBy};
+pub use inspect::{CheckLevel, DoctorCheck, DoctorReport, Stats, Status, TopBy};
 pub use limiter::{CompactReport, Deferred, Limiter, Options, Pending, PendingFuture, SyncMode};
 pub use registry::{Counters, HistoryEvent};
+pub use storage::format::{MAX_CHECK_ALL_ITEMS, MAX_KEY_LEN};

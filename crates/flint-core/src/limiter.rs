@@ -13,6 +13,7 @@ use std::future::{Future, IntoFuture};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -22,7 +23,7 @@ use crate::clock::{Clock, SystemClock, UnixNanos};
 use crate::decision::{Decision, ItemDecision, LimitChange, MultiDecision};
 use crate::error::{Error, Result};
 use crate::group_commit::{Durable, GroupCommit};
-use crate::inspect::{DoctorReport, Status, TopBy};
+use crate::inspect::{DoctorReport, Stats, Status, TopBy};
 use crate::registry::{Entry, HistoryEvent, Registry, DEFAULT_HISTORY_CAPACITY};
 use crate::storage::backend::{Backend, DirLock, LogFile};
 use crate::storage::file::FileBackend;
@@ -220,6 +221,8 @@ pub(crate) struct Shared {
     pub(crate) compaction: Mutex<()>,
     /// Why the last automatic compaction failed, if it did (shown by doctor).
     pub(crate) compaction_failure: Mutex<Option<String>>,
+    /// Compactions that completed (for metrics).
+    pub(crate) compactions: AtomicU64,
     /// The process that opened the limiter, and the fork generation it did so in.
     opened_by: u32,
     fork_generation: u64,
@@ -479,6 +482,7 @@ impl Limiter {
             commit,
             compaction: Mutex::new(()),
             compaction_failure: Mutex::new(None),
+            compactions: AtomicU64::new(0),
             opened_by: std::process::id(),
             fork_generation: sys::fork_generation(),
             backend,
@@ -625,6 +629,23 @@ impl Limiter {
     pub fn compact(&self) -> Result<CompactReport> {
         drop(self.shared.lock_core()?);
         self.shared.compact()
+    }
+
+    /// The engine's running totals, cheap enough for every metrics scrape; see
+    /// [`Stats`].
+    pub fn stats(&self) -> Result<Stats> {
+        let (syncs, sync_nanos) = self.shared.commit.sync_totals();
+        let (written, durable) = self.shared.commit.positions();
+        let core = self.shared.lock_core()?;
+        Ok(Stats {
+            keys: core.registry.len(),
+            log_bytes: core.log.as_ref().map_or(0, |log| log.len()),
+            snapshot_bytes: core.snapshot_bytes,
+            pending_events: written.seq.saturating_sub(durable.seq),
+            syncs,
+            sync_nanos,
+            compactions: self.shared.compactions.load(Ordering::Relaxed),
+        })
     }
 
     /// Checks the data directory and the engine; see [`DoctorReport`].

@@ -590,3 +590,23 @@ fn a_clock_past_max_time_is_refused_rather_than_wrapped() {
         Err(Error::InvalidArgument { .. })
     ));
 }
+
+#[test]
+fn stats_count_keys_syncs_pending_events_and_compactions() {
+    let (_tmp, _dir, limiter, _clock) = open(SyncMode::Always);
+    let before = limiter.stats().unwrap();
+    assert_eq!((before.keys, before.compactions), (0, 0));
+    limiter
+        .limit("a", quota(10, "1m", Algorithm::TokenBucket))
+        .unwrap();
+    limiter.check("a", 1).unwrap();
+    let after = limiter.stats().unwrap();
+    assert_eq!(after.keys, 1);
+    assert!(after.syncs > before.syncs, "{before:?} → {after:?}");
+    assert!(after.log_bytes > before.log_bytes);
+    assert_eq!(after.pending_events, 0, "sync=always left nothing unsynced");
+    limiter.compact().unwrap();
+    let compacted = limiter.stats().unwrap();
+    assert_eq!(compacted.compactions, 1);
+    assert!(compacted.snapshot_bytes > 0);
+}

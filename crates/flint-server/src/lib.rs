@@ -6,4 +6,11 @@
 //! client, the CLI's `--json` output and the Python package.
 
 pub mod api;
+pub mod app;
 pub mod client;
+pub mod error;
+pub mod metrics;
+pub mod serve;
+
+pub use app::{app, openapi_document, AppOptions, AppState, DurabilityWait};
+pub use serve::{serve, stop_signal, ServeError, Server, ServerConfig};

@@ -70,7 +70,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Limit(command) => limit::limit(dir, cli.json, command),
         Command::Log(command) => log::log(dir, cli.json, &command),
         Command::Doctor(args) => doctor::doctor(dir, cli.json, &args),
-        Command::Server(command) => server::server(&command),
+        Command::Server(command) => server::server(dir, &command),
         Command::Completions { shell } => completions::completions(shell),
     }
 }

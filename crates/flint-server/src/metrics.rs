@@ -1,0 +1,216 @@
+//! `GET /metrics`: Prometheus text (OpenMetrics) without per-key series, so the number
+//! of series stays bounded however many keys there are.
+//!
+//! The names are listed once, in [`names`]. Request counters and the latency histogram
+//! are kept by the server; the engine's totals (syncs, log size, compactions) are read
+//! from [`flint_core::Limiter::stats`] at each scrape.
+
+use std::sync::Arc;
+
+use flint_core::Limiter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The metric names (as exposed, suffixes included), in one place.
+pub mod names {
+    /// Keys checked, by `outcome` (`allowed` or `denied`); a check-all counts each item.
+    pub const CHECKS: &str = "flint_checks_total";
+    /// Error answers, by `code`.
+    pub const ERRORS: &str = "flint_http_errors_total";
+    /// Requests answered, with their latency, by `route` (the path template).
+    pub const REQUEST_DURATION: &str = "flint_http_request_duration_seconds";
+    /// Connections open now.
+    pub const OPEN_CONNECTIONS: &str = "flint_http_open_connections";
+    /// Syncs (fdatasync) of the log.
+    pub const FSYNCS: &str = "flint_fsyncs_total";
+    /// The time those syncs took.
+    pub const FSYNC_SECONDS: &str = "flint_fsync_seconds_total";
+    /// Logical size of the log.
+    pub const LOG_BYTES: &str = "flint_log_bytes";
+    /// Size of the snapshot.
+    pub const SNAPSHOT_BYTES: &str = "flint_snapshot_bytes";
+    /// Configured keys.
+    pub const KEYS: &str = "flint_keys";
+    /// Events written but not yet synced.
+    pub const PENDING_EVENTS: &str = "flint_pending_events";
+    /// Compactions completed.
+    pub const COMPACTIONS: &str = "flint_compactions_total";
+}
+
+/// The name a metric is registered under: the exposed name without the suffixes the
+/// encoder adds (`_total` for counters, the unit).
+fn base(name: &'static str, suffixes: &[&str]) -> &'static str {
+    suffixes
+        .iter()
+        .fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n))
+}
+
+type Labels = [(&'static str, &'static str); 1];
+/// The route template of a request: a bounded set (the API's routes and `unmatched`).
+type RouteLabel = [(&'static str, String); 1];
+
+/// The server's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    checks: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    latency: Family<RouteLabel, Histogram>,
+    connections: Gauge,
+}
+
+impl Metrics {
+    /// The metrics of a server over `limiter`.
+    pub fn new(limiter: Arc<Limiter>) -> Self {
+        let mut registry = Registry::default();
+        let checks = Family::<Labels, Counter>::default();
+        let errors = Family::<Labels, Counter>::default();
+        // 50 µs to ~1.6 s: a sync is a few milliseconds on a disk, a check microseconds.
+        let latency = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        let connections = Gauge::default();
+        registry.register(
+            base(names::CHECKS, &["_total"]),
+            "Keys checked, by outcome (a check-all counts each item)",
+            checks.clone(),
+        );
+        registry.register(
+            base(names::ERRORS, &["_total"]),
+            "Error answers, by error code",
+            errors.clone(),
+        );
+        registry.register_with_unit(
+            base(names::REQUEST_DURATION, &["_seconds"]),
+            "Time to answer a request, by route",
+            Unit::Seconds,
+            latency.clone(),
+        );
+        registry.register(
+            names::OPEN_CONNECTIONS,
+            "HTTP connections open now",
+            connections.clone(),
+        );
+        registry.register_collector(Box::new(EngineCollector { limiter }));
+        Metrics {
+            registry,
+            checks,
+            errors,
+            latency,
+            connections,
+        }
+    }
+
+    /// Counts `count` keys checked with this outcome.
+    pub fn checked(&self, allowed: bool, count: u64) {
+        let outcome = if allowed { "allowed" } else { "denied" };
+        self.checks
+            .get_or_create(&[("outcome", outcome)])
+            .inc_by(count);
+    }
+
+    /// Counts an error answer.
+    pub fn error(&self, code: &'static str) {
+        self.errors.get_or_create(&[("code", code)]).inc();
+    }
+
+    /// Records a request's latency under its route template.
+    pub fn observe(&self, route: String, seconds: f64) {
+        self.latency
+            .get_or_create(&[("route", route)])
+            .observe(seconds);
+    }
+
+    /// The open-connections gauge.
+    pub fn connections(&self) -> &Gauge {
+        &self.connections
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail; an engine error skips its metrics.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Reads the engine's totals at each scrape.
+#[derive(Debug)]
+struct EngineCollector {
+    limiter: Arc<Limiter>,
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // A closed or poisoned engine has no totals to show; the errors say why.
+        let Ok(stats) = self.limiter.stats() else {
+            return Ok(());
+        };
+        let counter = |encoder: &mut DescriptorEncoder, name, help, value: u64| {
+            let metric = ConstCounter::new(value);
+            metric.encode(encoder.encode_descriptor(
+                base(name, &["_total"]),
+                help,
+                None,
+                metric.metric_type(),
+            )?)
+        };
+        counter(
+            &mut encoder,
+            names::FSYNCS,
+            "Syncs (fdatasync) of the log",
+            stats.syncs,
+        )?;
+        counter(
+            &mut encoder,
+            names::COMPACTIONS,
+            "Compactions completed",
+            stats.compactions,
+        )?;
+        let seconds = ConstCounter::new(stats.sync_nanos as f64 / 1e9);
+        seconds.encode(encoder.encode_descriptor(
+            base(names::FSYNC_SECONDS, &["_total", "_seconds"]),
+            "Time spent syncing the log",
+            Some(&Unit::Seconds),
+            seconds.metric_type(),
+        )?)?;
+        let gauge = |encoder: &mut DescriptorEncoder, name, help, unit, value: u64| {
+            let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+        };
+        gauge(
+            &mut encoder,
+            base(names::LOG_BYTES, &["_bytes"]),
+            "Logical size of the log",
+            Some(&Unit::Bytes),
+            stats.log_bytes,
+        )?;
+        gauge(
+            &mut encoder,
+            base(names::SNAPSHOT_BYTES, &["_bytes"]),
+            "Size of the snapshot",
+            Some(&Unit::Bytes),
+            stats.snapshot_bytes,
+        )?;
+        gauge(
+            &mut encoder,
+            names::KEYS,
+            "Configured keys",
+            None,
+            stats.keys as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            names::PENDING_EVENTS,
+            "Events written but not yet synced",
+            None,
+            stats.pending_events,
+        )
+    }
+}
