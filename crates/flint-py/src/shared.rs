@@ -12,7 +12,7 @@ use std::sync::{PoisonError, RwLock};
 use flint_server::api::LimitRequest;
 use flint_server::client::Client;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyFloat, PyList};
 
 use crate::convert::{self, Given};
 use crate::errors::{client_to_py, closed, protocol};
@@ -361,10 +361,12 @@ impl PySharedLimiter {
         }
     }
 
-    fn __repr__(&self) -> String {
-        format!(
-            "SharedLimiter(url={:?}, timeout={})",
-            self.url, self.timeout
-        )
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        // Python's float repr ("10.0"), not Rust's ("10").
+        let timeout = PyFloat::new(py, self.timeout).repr()?;
+        Ok(format!(
+            "SharedLimiter(url={:?}, timeout={timeout})",
+            self.url
+        ))
     }
 }
