@@ -24,7 +24,7 @@ impl Running {
     fn start(header_timeout: Duration) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(dir.path().join(".flint"));
-        config.bind = "127.0.0.1:0".to_owned();
+        "127.0.0.1:0".clone_into(&mut config.bind);
         config.token = Some(TOKEN.to_owned());
         config.header_timeout = header_timeout;
         let (stop, stopped) = oneshot::channel::<()>();
