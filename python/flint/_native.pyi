@@ -148,6 +148,8 @@ class SharedLimiter:
     @property
     def timeout(self) -> float:
         """Seconds that each request may take."""
+    def health(self) -> dict[str, Any]:
+        """``GET /v1/health`` (needs no token): ``{"ok": True, "version": ...}``."""
     def limit(
         self, key: str, *, rate: int, per: _Period, algorithm: str = "token_bucket"
     ) -> Literal["created", "updated", "unchanged"]:

@@ -93,6 +93,7 @@ def test_results_are_the_same_classes_as_embedded(flint_server: RunningServer) -
         assert isinstance(limiter, flint.SharedLimiter)
         assert limiter.url == flint_server.url and limiter.timeout == 10.0
         assert repr(limiter) == f'SharedLimiter(url="{flint_server.url}", timeout=10.0)'
+        assert limiter.health() == {"ok": True, "version": flint.__version__}
         limiter.limit("classes", rate=1, per="1h")
         assert type(limiter.check("classes")) is flint.CheckResult
         limiter.remove("classes")
@@ -103,6 +104,7 @@ def test_a_wrong_or_missing_token_raises_authentication_error(
 ) -> None:
     for token in ("wrong", None):
         with flint.SharedLimiter(flint_server.url, token=token) as limiter:
+            assert limiter.health()["ok"] is True, "health needs no token"
             with pytest.raises(flint.AuthenticationError) as caught:
                 limiter.check("k")
             error = caught.value

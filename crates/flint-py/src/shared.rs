@@ -128,6 +128,19 @@ impl PySharedLimiter {
         self.timeout
     }
 
+    /// `GET /v1/health` (no token needed): `{"ok": True, "version": ...}` when the
+    /// server answers; raises `FlintConnectionError` otherwise.
+    fn health<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let client = self.client(py)?;
+        let health = py
+            .detach(|| client.health())
+            .map_err(|e| client_to_py(py, &e))?;
+        let d = PyDict::new(py);
+        d.set_item("ok", health.ok)?;
+        d.set_item("version", health.version)?;
+        Ok(d)
+    }
+
     /// Configures the limit of `key`; the same settings again change nothing.
     /// Returns "created", "updated" or "unchanged".
     #[pyo3(
