@@ -57,7 +57,9 @@ demo: develop
 bench: develop
 	$(CARGO) bench -p flint-core --bench targets
 	$(CARGO) bench -p flint-core --bench check -- --noplot
+	$(CARGO) bench -p flint-server --bench server
 	$(IN_VENV) $(PY) bench/python_bench.py
+	$(IN_VENV) $(PY) bench/shared_bench.py
 
 # The long run of the simulated power-loss suite: CRASHES seeded crashes (100,000 by
 # default), in two shards on the machine's two cores, optimized. Each shard prints its

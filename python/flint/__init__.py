@@ -10,21 +10,25 @@ call returns, so limits survive crashes and restarts::
     if limiter.allow("api:user-42"):
         ...
 
+Several processes share limits through a Flint server (``flint server start``) and
+``flint.SharedLimiter(url, token=...)``, which has the same methods.
+
 The engine is the Rust crate ``flint-core``; this package only adds what Python
 needs on top of it: async methods, the ``rate_limit`` decorator and the context
-manager.
+manager, written once for both classes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import builtins
 import functools
 import inspect
 import os
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Callable, Literal, Protocol, TypeVar
 
 from flint import _native
 from flint._errors import (
@@ -56,12 +60,14 @@ __all__ = [
     "Limiter",
     "ManualClock",
     "RateLimitExceeded",
+    "SharedLimiter",
     "StorageError",
     "__version__",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+L = TypeVar("L", bound="_LimiterApi")
 
 # Limiters still open, closed at interpreter exit (which syncs and releases the lock).
 _OPEN: weakref.WeakSet[Limiter] = weakref.WeakSet()
@@ -87,7 +93,153 @@ def _drain(items: T) -> T | list[Any]:
     return list(items) if isinstance(items, Iterator) else items
 
 
-class Limiter(_native.Limiter):
+def _in_executor(call: Callable[..., T], *args: Any, **kwargs: Any) -> Awaitable[T]:
+    """``call(*args, **kwargs)`` in the running loop's default executor."""
+    loop = asyncio.get_running_loop()
+    return loop.run_in_executor(None, functools.partial(call, *args, **kwargs))
+
+
+class _Operations(Protocol):
+    """The synchronous methods that both limiters implement natively; the methods of
+    :class:`_LimiterApi` are written against these."""
+
+    def limit(self, key: str, *, rate: int, per: Any, algorithm: str = ...) -> str: ...
+    def check(self, key: str, *, cost: int = ...) -> CheckResult: ...
+    def allow(self, key: str, *, cost: int = ...) -> bool: ...
+    def check_all(self, items: Iterable[Any]) -> dict[str, Any]: ...
+    def allow_all(self, items: Iterable[Any]) -> bool: ...
+    def reset(self, key: str) -> None: ...
+    def remove(self, key: str) -> None: ...
+    def status(self, key: str) -> dict[str, Any] | None: ...
+    def list(self, prefix: str | None = ...) -> builtins.list[dict[str, Any]]: ...
+    def history(self, key: str, limit: int = ...) -> builtins.list[dict[str, Any]]: ...
+    def top(self, by: str = ..., limit: int = ...) -> builtins.list[dict[str, Any]]: ...
+    def doctor(self) -> dict[str, Any]: ...
+    def flush(self) -> None: ...
+    def compact(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+class _LimiterApi:
+    """What :class:`Limiter` and :class:`SharedLimiter` add in Python to their native
+    methods, written once for both: the context manager, the ``rate_limit`` decorator
+    and the async methods (each the same operation, run in the event loop's default
+    executor, so that it never blocks the loop)."""
+
+    def __enter__(self: L) -> L:
+        return self
+
+    def __exit__(self: _Operations, *exc: object) -> None:
+        self.close()
+
+    # -- the decorator -----------------------------------------------------------
+
+    def rate_limit(
+        self: _Operations,
+        key: str,
+        *,
+        rate: int,
+        per: Any,
+        algorithm: str = "token_bucket",
+        cost: int = 1,
+    ) -> Callable[[F], F]:
+        """Configure a limit now and check it on every call of the decorated function.
+
+        Over the limit the call raises :class:`RateLimitExceeded` and the function does
+        not run. Works on functions, methods and ``async def`` functions (the async
+        form checks in the event loop's executor and never blocks the loop).
+        """
+        self.limit(key, rate=rate, per=per, algorithm=algorithm)
+        check = self.check
+
+        def exceeded(result: CheckResult) -> RateLimitExceeded:
+            return RateLimitExceeded(key, result.remaining, result.reset_at, result.retry_after)
+
+        def decorate(function: F) -> F:
+            if inspect.iscoroutinefunction(function):
+
+                @functools.wraps(function)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    result = await _in_executor(check, key, cost=cost)
+                    if not result.allowed:
+                        raise exceeded(result)
+                    return await function(*args, **kwargs)
+
+                return async_wrapper  # type: ignore[return-value]
+
+            @functools.wraps(function)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                result = check(key, cost=cost)
+                if not result.allowed:
+                    raise exceeded(result)
+                return function(*args, **kwargs)
+
+            return wrapper  # type: ignore[return-value]
+
+        return decorate
+
+    # -- async methods: the same operations, run in the loop's default executor -----
+
+    async def alimit(
+        self: _Operations, key: str, *, rate: int, per: Any, algorithm: str = "token_bucket"
+    ) -> str:
+        """Async :meth:`limit`."""
+        return await _in_executor(self.limit, key, rate=rate, per=per, algorithm=algorithm)
+
+    async def aallow(self: _Operations, key: str, *, cost: int = 1) -> bool:
+        """Async :meth:`allow`."""
+        return await _in_executor(self.allow, key, cost=cost)
+
+    async def acheck(self: _Operations, key: str, *, cost: int = 1) -> CheckResult:
+        """Async :meth:`check`."""
+        return await _in_executor(self.check, key, cost=cost)
+
+    async def aallow_all(self: _Operations, items: Iterable[Any]) -> bool:
+        """Async :meth:`allow_all`."""
+        return await _in_executor(self.allow_all, _drain(items))
+
+    async def acheck_all(self: _Operations, items: Iterable[Any]) -> dict[str, Any]:
+        """Async :meth:`check_all`."""
+        return await _in_executor(self.check_all, _drain(items))
+
+    async def astatus(self: _Operations, key: str) -> dict[str, Any] | None:
+        """Async :meth:`status`."""
+        return await _in_executor(self.status, key)
+
+    async def alist(self: _Operations, prefix: str | None = None) -> list[dict[str, Any]]:
+        """Async :meth:`list`."""
+        return await _in_executor(self.list, prefix)
+
+    async def areset(self: _Operations, key: str) -> None:
+        """Async :meth:`reset`."""
+        await _in_executor(self.reset, key)
+
+    async def aremove(self: _Operations, key: str) -> None:
+        """Async :meth:`remove`."""
+        await _in_executor(self.remove, key)
+
+    async def ahistory(self: _Operations, key: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Async :meth:`history`."""
+        return await _in_executor(self.history, key, limit)
+
+    async def atop(self: _Operations, by: str = "denied", limit: int = 20) -> list[dict[str, Any]]:
+        """Async :meth:`top`."""
+        return await _in_executor(self.top, by, limit)
+
+    async def adoctor(self: _Operations) -> dict[str, Any]:
+        """Async :meth:`doctor`."""
+        return await _in_executor(self.doctor)
+
+    async def aflush(self: _Operations) -> None:
+        """Async :meth:`flush`."""
+        await _in_executor(self.flush)
+
+    async def acompact(self: _Operations) -> dict[str, Any]:
+        """Async :meth:`compact`."""
+        return await _in_executor(self.compact)
+
+
+class Limiter(_LimiterApi, _native.Limiter):
     """A persistent rate limiter over one data directory (embedded mode).
 
     Args:
@@ -115,117 +267,40 @@ class Limiter(_native.Limiter):
         # The native __new__ has opened the directory with these arguments already.
         _OPEN.add(self)
 
-    def __enter__(self) -> Limiter:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class SharedLimiter(_LimiterApi, _native.SharedLimiter):
+    """A client of a Flint server (shared mode), with the methods of :class:`Limiter`
+    and the same results and exceptions.
 
-    # -- the decorator -----------------------------------------------------------
+    Start the server with ``flint --data-dir D server start --bind HOST:PORT --token T``;
+    then every process that shares its limits uses::
 
-    def rate_limit(
-        self,
-        key: str,
-        *,
-        rate: int,
-        per: Any,
-        algorithm: str = "token_bucket",
-        cost: int = 1,
-    ) -> Callable[[F], F]:
-        """Configure a limit now and check it on every call of the decorated function.
+        limiter = flint.SharedLimiter("http://127.0.0.1:7878", token="T")
 
-        Over the limit the call raises :class:`RateLimitExceeded` and the function does
-        not run. Works on functions, methods and ``async def`` functions (the async
-        form checks in the event loop's executor and never blocks the loop).
-        """
-        self.limit(key, rate=rate, per=per, algorithm=algorithm)
+    Args:
+        url: The server's address, ``http://`` or ``https://`` (a path prefix is kept,
+            for a server behind a reverse proxy).
+        token: The server's bearer token, when it was started with one.
+        timeout: Seconds that each request may take, from connecting to the whole
+            answer.
 
-        def exceeded(result: CheckResult) -> RateLimitExceeded:
-            return RateLimitExceeded(key, result.remaining, result.reset_at, result.retry_after)
+    Arguments are checked here as :class:`Limiter` checks them; what only the engine
+    can check (a key's length, a cost above the rate, an unknown key) is checked by the
+    server, and its error is raised with its message and the URL.
 
-        def decorate(function: F) -> F:
-            if inspect.iscoroutinefunction(function):
+    Failures of the connection raise :class:`FlintConnectionError` (also on a
+    timeout), a refused token :class:`AuthenticationError`, a failure of the server
+    :class:`FlintServerError`. Nothing that may consume quota is ever sent twice: a
+    check whose answer was lost raises :class:`FlintConnectionError` saying that it
+    may or may not have been applied. Only reads (``status``, ``list``, ``history``,
+    ``top``, ``doctor``) are sent once more when the server closed the connection
+    without answering.
 
-                @functools.wraps(function)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    result = await self.acheck(key, cost=cost)
-                    if not result.allowed:
-                        raise exceeded(result)
-                    return await function(*args, **kwargs)
+    Safe to share between threads (one pool of keep-alive connections; every request
+    releases the GIL) and across ``fork()`` (a child makes connections of its own).
+    ``close()`` (or ``with``) closes the connections.
+    """
 
-                return async_wrapper  # type: ignore[return-value]
-
-            @functools.wraps(function)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                result = self.check(key, cost=cost)
-                if not result.allowed:
-                    raise exceeded(result)
-                return function(*args, **kwargs)
-
-            return wrapper  # type: ignore[return-value]
-
-        return decorate
-
-    # -- async methods: the same operations, run in the loop's default executor -----
-
-    def _in_executor(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> Awaitable[T]:
-        loop = asyncio.get_running_loop()
-        return loop.run_in_executor(None, functools.partial(call, *args, **kwargs))
-
-    async def alimit(
-        self, key: str, *, rate: int, per: Any, algorithm: str = "token_bucket"
-    ) -> str:
-        """Async :meth:`limit`."""
-        return await self._in_executor(self.limit, key, rate=rate, per=per, algorithm=algorithm)
-
-    async def aallow(self, key: str, *, cost: int = 1) -> bool:
-        """Async :meth:`allow`."""
-        return await self._in_executor(self.allow, key, cost=cost)
-
-    async def acheck(self, key: str, *, cost: int = 1) -> CheckResult:
-        """Async :meth:`check`."""
-        return await self._in_executor(self.check, key, cost=cost)
-
-    async def aallow_all(self, items: Iterable[Any]) -> bool:
-        """Async :meth:`allow_all`."""
-        return await self._in_executor(self.allow_all, _drain(items))
-
-    async def acheck_all(self, items: Iterable[Any]) -> dict[str, Any]:
-        """Async :meth:`check_all`."""
-        return await self._in_executor(self.check_all, _drain(items))
-
-    async def astatus(self, key: str) -> dict[str, Any] | None:
-        """Async :meth:`status`."""
-        return await self._in_executor(self.status, key)
-
-    async def alist(self, prefix: str | None = None) -> list[dict[str, Any]]:
-        """Async :meth:`list`."""
-        return await self._in_executor(self.list, prefix)
-
-    async def areset(self, key: str) -> None:
-        """Async :meth:`reset`."""
-        await self._in_executor(self.reset, key)
-
-    async def aremove(self, key: str) -> None:
-        """Async :meth:`remove`."""
-        await self._in_executor(self.remove, key)
-
-    async def ahistory(self, key: str, limit: int = 100) -> list[dict[str, Any]]:
-        """Async :meth:`history`."""
-        return await self._in_executor(self.history, key, limit)
-
-    async def atop(self, by: str = "denied", limit: int = 20) -> list[dict[str, Any]]:
-        """Async :meth:`top`."""
-        return await self._in_executor(self.top, by, limit)
-
-    async def adoctor(self) -> dict[str, Any]:
-        """Async :meth:`doctor`."""
-        return await self._in_executor(self.doctor)
-
-    async def aflush(self) -> None:
-        """Async :meth:`flush`."""
-        await self._in_executor(self.flush)
-
-    async def acompact(self) -> dict[str, Any]:
-        """Async :meth:`compact`."""
-        return await self._in_executor(self.compact)
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 10.0) -> None:
+        # The native __new__ has checked the arguments and made the client already.
+        pass

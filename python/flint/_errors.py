@@ -60,13 +60,27 @@ class RateLimitExceeded(FlintError):
         self.retry_after = retry_after
 
 
-class FlintConnectionError(FlintError, ConnectionError):
-    """The shared-mode server could not be reached (client only)."""
+class _ClientError(FlintError):
+    """An error of the shared-mode client: ``url`` is the server's, ``status`` the HTTP
+    status of its answer and ``code`` its error code, when there was an answer."""
+
+    url: str | None = None
+    status: int | None = None
+    code: str | None = None
 
 
-class FlintServerError(FlintError):
+class FlintConnectionError(_ClientError, ConnectionError):
+    """The shared-mode server could not be reached, or did not answer in time (client
+    only). A check that failed so may or may not have been counted; it is never sent
+    twice."""
+
+    def __str__(self) -> str:  # OSError's own format would drop the message.
+        return str(self.args[0]) if self.args else ""
+
+
+class FlintServerError(_ClientError):
     """The shared-mode server failed (client only)."""
 
 
-class AuthenticationError(FlintError):
+class AuthenticationError(_ClientError):
     """The shared-mode server refused the token (client only)."""

@@ -9,7 +9,7 @@ from typing import Any, Literal, final
 from typing_extensions import Self
 
 __version__: str
-__all__ = ["CheckResult", "Limiter", "ManualClock", "__version__", "run_cli"]
+__all__ = ["CheckResult", "Limiter", "ManualClock", "SharedLimiter", "__version__", "run_cli"]
 
 _Period = str | int | float | timedelta
 _Item = str | dict[str, Any] | tuple[str, int]
@@ -131,6 +131,70 @@ class Limiter:
         """Write a snapshot and start a new, short log."""
     def close(self) -> None:
         """Sync and release the data directory; closing twice is fine."""
+
+class SharedLimiter:
+    """A client of a Flint server (shared mode) with the methods of ``Limiter``.
+
+    Args:
+        url: The server's address, ``http://`` or ``https://``.
+        token: The server's bearer token, when it has one.
+        timeout: Seconds that each request may take, from connecting to the answer.
+    """
+
+    def __new__(cls, url: str, *, token: str | None = None, timeout: float = 10.0) -> Self: ...
+    @property
+    def url(self) -> str:
+        """The server's URL."""
+    @property
+    def timeout(self) -> float:
+        """Seconds that each request may take."""
+    def health(self) -> dict[str, Any]:
+        """``GET /v1/health`` (needs no token): ``{"ok": True, "version": ...}``."""
+    def limit(
+        self, key: str, *, rate: int, per: _Period, algorithm: str = "token_bucket"
+    ) -> Literal["created", "updated", "unchanged"]:
+        """Configure the limit of ``key`` on the server (see ``Limiter.limit``).
+
+        Raises:
+            InvalidArgument: A bad key, rate, period or algorithm.
+            FlintConnectionError: The server could not be reached or did not answer.
+        """
+    def check(self, key: str, *, cost: int = 1) -> CheckResult:
+        """Check ``key`` and consume ``cost`` units when allowed; never sent twice.
+
+        Raises:
+            LimitNotFound: The key has no limit.
+            InvalidArgument: ``cost`` is not between 1 and the rate.
+            FlintConnectionError: No answer (the check may or may not have counted).
+            FlintServerError: The server failed.
+            AuthenticationError: The server refused the token.
+        """
+    def allow(self, key: str, *, cost: int = 1) -> bool:
+        """Like :meth:`check`, returning only whether it was allowed."""
+    def check_all(self, items: Iterable[_Item]) -> dict[str, Any]:
+        """Check several keys, all or nothing; duplicate keys are summed."""
+    def allow_all(self, items: Iterable[_Item]) -> bool:
+        """Like :meth:`check_all`, returning only whether it was allowed."""
+    def reset(self, key: str) -> None:
+        """Put ``key`` back to full capacity."""
+    def remove(self, key: str) -> None:
+        """Delete the limit of ``key``."""
+    def status(self, key: str) -> dict[str, Any] | None:
+        """The key's limit, capacity and counters, or None when it has no limit."""
+    def list(self, prefix: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Status dicts of every limit (whose key starts with ``prefix``), by key."""
+    def history(self, key: str, limit: int = 100) -> builtins.list[dict[str, Any]]:
+        """The key's most recent decisions, oldest first."""
+    def top(self, by: str = "denied", limit: int = 20) -> builtins.list[dict[str, Any]]:
+        """Keys ranked by denied, allowed, denied_cost, allowed_cost or checks."""
+    def doctor(self) -> dict[str, Any]:
+        """Check the server's data directory and engine."""
+    def flush(self) -> None:
+        """Have the server sync every event written so far."""
+    def compact(self) -> dict[str, Any]:
+        """Have the server write a snapshot and start a new, short log."""
+    def close(self) -> None:
+        """Close the connections; later calls raise ``FlintError``."""
 
 def run_cli(argv: list[str]) -> int:
     """Run the ``flint`` command with ``argv`` and return its exit code."""

@@ -1,4 +1,6 @@
-//! Python values to engine arguments and engine results to Python values. Type checks
+//! Python values to engine arguments, and results to Python values. Results pass
+//! through the bodies of the HTTP API (`flint_server::api`), so that `Limiter` and
+//! `SharedLimiter` build the same dicts with the same code. Type checks
 //! that Python needs (a bool is not a rate, a float is not a cost) live here; every
 //! rule about values lives in the engine.
 //!
@@ -9,12 +11,11 @@
 //! `UnicodeEncodeError`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use flint_core::duration::MAX_PERIOD_MS;
-use flint_core::{
-    from_unix_seconds, to_unix_seconds, Decision, DoctorReport, HistoryEvent, Period, Status,
-    UnixNanos,
-};
+use flint_core::{from_unix_seconds, Algorithm, Period, Quota, TopBy, UnixNanos};
+use flint_server::api::{CheckAllResult, CheckResult, Compacted, Doctor, HistoryEntry, KeyStatus};
 use pyo3::exceptions::{PyTypeError, PyUnicodeEncodeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -398,26 +399,110 @@ pub fn items(value: &Bound<'_, PyAny>, method: &str) -> PyResult<Vec<(String, u6
     Ok(out)
 }
 
-/// A `Status` as the flat dict of SPEC §6.
-pub fn status<'py>(py: Python<'py>, s: &Status) -> PyResult<Bound<'py, PyDict>> {
+/// The arguments of `limit()`: the key and the quota, checked here (types) and by the
+/// engine's own constructors (values), with the key named in every message. Both
+/// `Limiter` and `SharedLimiter` use it, so both refuse the same values with the same
+/// words before anything is written or sent.
+pub fn limit_args(
+    key: &Bound<'_, PyAny>,
+    rate: &Bound<'_, PyAny>,
+    per: &Bound<'_, PyAny>,
+    algorithm: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(String, Quota)> {
+    let py = key.py();
+    let key = self::key(key)?;
+    let rate = positive_int(rate, "rate", &key, "100")?;
+    let period = self::period(per, &key)?;
+    let algorithm = match algorithm {
+        Some(a) => name(a, "algorithm", Some(&key), "token_bucket")?,
+        None => Algorithm::TokenBucket.name().to_owned(),
+    };
+    // The engine checks these without knowing the key; name it in the message.
+    let for_key = |e: flint_core::Error| match e {
+        flint_core::Error::InvalidArgument { key: None, message } => {
+            invalid(py, Some(&key), format!("for key {key:?}: {message}"))
+        }
+        other => to_py(py, other),
+    };
+    let algorithm: Algorithm = algorithm.parse().map_err(for_key)?;
+    let quota = Quota::new(rate, period, algorithm).map_err(for_key)?;
+    Ok((key, quota))
+}
+
+/// The `limit` of `history()` (100 when omitted).
+pub fn history_limit(value: Option<&Bound<'_, PyAny>>, key: &str) -> PyResult<usize> {
+    match value {
+        Some(n) => count(n, "limit", Some(key), "100"),
+        None => Ok(100),
+    }
+}
+
+/// The `by` and `limit` of `top()` (`"denied"` and 20 when omitted).
+pub fn top_args(
+    by: Option<&Bound<'_, PyAny>>,
+    limit: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(TopBy, usize)> {
+    let by = match by {
+        Some(b) => name(b, "by", None, "denied")?
+            .parse()
+            .map_err(|e| to_py(b.py(), e))?,
+        None => TopBy::Denied,
+    };
+    let limit = match limit {
+        Some(n) => count(n, "limit", None, "20")?,
+        None => 20,
+    };
+    Ok((by, limit))
+}
+
+/// The `timeout` of a `SharedLimiter`: a positive, finite number of seconds.
+pub fn timeout(value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    // A day: longer than any request should wait, short of Duration's overflow.
+    const MAX_SECONDS: f64 = 86_400.0;
+    let py = value.py();
+    let fail = |problem: String| {
+        Err(invalid(
+            py,
+            None,
+            format!("timeout {} {problem}", show(value)),
+        ))
+    };
+    if value.is_instance_of::<PyBool>()
+        || !(value.is_instance_of::<PyInt>() || value.is_instance_of::<PyFloat>())
+    {
+        return fail(format!(
+            "is {}, not a number: pass a number of seconds such as 10.0",
+            type_name(value)
+        ));
+    }
+    match value.extract::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= MAX_SECONDS => Ok(Duration::from_secs_f64(s)),
+        _ => fail(format!(
+            "is out of range: pass a positive number of seconds, at most {MAX_SECONDS} (a day), such as 10.0"
+        )),
+    }
+}
+
+/// A key's status as the flat dict of SPEC §6.
+pub fn status<'py>(py: Python<'py>, s: &KeyStatus) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("key", &s.key)?;
-    d.set_item("rate", s.quota.rate())?;
-    d.set_item("per", s.quota.period().to_string())?;
-    d.set_item("per_ms", s.quota.period().as_millis())?;
-    d.set_item("algorithm", s.quota.algorithm().name())?;
+    d.set_item("rate", s.rate)?;
+    d.set_item("per", &s.per)?;
+    d.set_item("per_ms", s.per_ms)?;
+    d.set_item("algorithm", &s.algorithm)?;
     d.set_item("remaining", s.remaining)?;
-    d.set_item("reset_at", to_unix_seconds(s.reset_at))?;
-    d.set_item("allowed", s.counters.allowed)?;
-    d.set_item("denied", s.counters.denied)?;
-    d.set_item("allowed_cost", s.counters.allowed_cost)?;
-    d.set_item("denied_cost", s.counters.denied_cost)?;
-    d.set_item("last_seen", s.last_seen.map(to_unix_seconds))?;
+    d.set_item("reset_at", s.reset_at)?;
+    d.set_item("allowed", s.allowed)?;
+    d.set_item("denied", s.denied)?;
+    d.set_item("allowed_cost", s.allowed_cost)?;
+    d.set_item("denied_cost", s.denied_cost)?;
+    d.set_item("last_seen", s.last_seen)?;
     Ok(d)
 }
 
 /// A list of statuses.
-pub fn statuses<'py>(py: Python<'py>, all: &[Status]) -> PyResult<Bound<'py, PyList>> {
+pub fn statuses<'py>(py: Python<'py>, all: &[KeyStatus]) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for s in all {
         list.append(status(py, s)?)?;
@@ -425,12 +510,12 @@ pub fn statuses<'py>(py: Python<'py>, all: &[Status]) -> PyResult<Bound<'py, PyL
     Ok(list)
 }
 
-/// History events as dicts.
-pub fn history<'py>(py: Python<'py>, events: &[HistoryEvent]) -> PyResult<Bound<'py, PyList>> {
+/// History entries as dicts.
+pub fn history<'py>(py: Python<'py>, events: &[HistoryEntry]) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for e in events {
         let d = PyDict::new(py);
-        d.set_item("at", to_unix_seconds(e.at))?;
+        d.set_item("at", e.at)?;
         d.set_item("cost", e.cost)?;
         d.set_item("allowed", e.allowed)?;
         d.set_item("blocked_by_other", e.blocked_by_other)?;
@@ -441,22 +526,22 @@ pub fn history<'py>(py: Python<'py>, events: &[HistoryEvent]) -> PyResult<Bound<
 }
 
 /// A doctor report as a dict.
-pub fn doctor<'py>(py: Python<'py>, r: &DoctorReport) -> PyResult<Bound<'py, PyDict>> {
+pub fn doctor<'py>(py: Python<'py>, r: &Doctor) -> PyResult<Bound<'py, PyDict>> {
     let checks = PyList::empty(py);
     for c in &r.checks {
         let d = PyDict::new(py);
-        d.set_item("name", c.name)?;
-        d.set_item("ok", c.level != flint_core::CheckLevel::Fail)?;
-        d.set_item("level", c.level.to_string())?;
+        d.set_item("name", &c.name)?;
+        d.set_item("ok", c.ok)?;
+        d.set_item("level", &c.level)?;
         d.set_item("detail", &c.detail)?;
         checks.append(d)?;
     }
     let d = PyDict::new(py);
     d.set_item("ok", r.ok)?;
     d.set_item("checks", checks)?;
-    d.set_item("sync", r.sync)?;
-    d.set_item("version", r.version)?;
-    d.set_item("data_dir", r.data_dir.display().to_string())?;
+    d.set_item("sync", &r.sync)?;
+    d.set_item("version", &r.version)?;
+    d.set_item("data_dir", &r.data_dir)?;
     d.set_item("log_bytes", r.log_bytes)?;
     d.set_item("snapshot_bytes", r.snapshot_bytes)?;
     d.set_item("keys", r.keys)?;
@@ -464,16 +549,39 @@ pub fn doctor<'py>(py: Python<'py>, r: &DoctorReport) -> PyResult<Bound<'py, PyD
     Ok(d)
 }
 
-/// The fields of a decision, for `check_all` results.
-pub fn decision<'py>(py: Python<'py>, key: &str, d: &Decision) -> PyResult<Bound<'py, PyDict>> {
+/// What a compaction did, as a dict.
+pub fn compacted<'py>(py: Python<'py>, r: &Compacted) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("keys", r.keys)?;
+    d.set_item("snapshot_bytes", r.snapshot_bytes)?;
+    d.set_item("log_bytes_before", r.log_bytes_before)?;
+    d.set_item("log_bytes_after", r.log_bytes_after)?;
+    Ok(d)
+}
+
+/// The fields of one check, for `check_all` results.
+pub fn check_result<'py>(py: Python<'py>, r: &CheckResult) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new(py);
-    out.set_item("key", key)?;
-    out.set_item("allowed", d.allowed)?;
-    out.set_item("remaining", d.remaining)?;
-    out.set_item("reset_at", to_unix_seconds(d.reset_at))?;
-    out.set_item("retry_after", d.retry_after as f64 / 1e9)?;
-    out.set_item("limit", d.limit)?;
-    out.set_item("algorithm", d.algorithm.name())?;
-    out.set_item("cost", d.cost)?;
+    out.set_item("key", &r.key)?;
+    out.set_item("allowed", r.allowed)?;
+    out.set_item("remaining", r.remaining)?;
+    out.set_item("reset_at", r.reset_at)?;
+    out.set_item("retry_after", r.retry_after)?;
+    out.set_item("limit", r.limit)?;
+    out.set_item("algorithm", &r.algorithm)?;
+    out.set_item("cost", r.cost)?;
     Ok(out)
+}
+
+/// The dict of `check_all`: `allowed`, `denied_key`, `results`.
+pub fn check_all<'py>(py: Python<'py>, r: &CheckAllResult) -> PyResult<Bound<'py, PyDict>> {
+    let results = PyList::empty(py);
+    for item in &r.results {
+        results.append(check_result(py, item)?)?;
+    }
+    let d = PyDict::new(py);
+    d.set_item("allowed", r.allowed)?;
+    d.set_item("denied_key", &r.denied_key)?;
+    d.set_item("results", results)?;
+    Ok(d)
 }

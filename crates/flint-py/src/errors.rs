@@ -5,6 +5,7 @@
 //! `ValueError`, `StorageError` an `OSError`), which Python expresses directly.
 
 use flint_core::Error;
+use flint_server::client::{ClientError, ErrorKind};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
@@ -113,4 +114,62 @@ pub fn invalid(py: Python<'_>, key: Option<&str>, message: String) -> PyErr {
             message,
         },
     )
+}
+
+/// Converts a failure of the shared-mode client into the matching exception: 400 →
+/// `InvalidArgument`, 404 → `LimitNotFound` (with `.key`), 401 → `AuthenticationError`,
+/// no answer → `FlintConnectionError`, 5xx → `FlintServerError`, anything else
+/// `FlintError`. Every message names the server's URL; the client exceptions also carry
+/// `.url`, `.status` and `.code`.
+pub fn client_to_py(py: Python<'_>, error: &ClientError) -> PyErr {
+    let message = error.to_string();
+    let text = |s: Option<&str>| {
+        s.map_or_else(
+            || py.None(),
+            |s| {
+                s.into_pyobject(py)
+                    .map_or_else(|_| py.None(), |o| o.into_any().unbind())
+            },
+        )
+    };
+    let status = error.status().map_or_else(
+        || py.None(),
+        |s| {
+            s.into_pyobject(py)
+                .map_or_else(|_| py.None(), |o| o.into_any().unbind())
+        },
+    );
+    let details = || {
+        [
+            ("url", text(Some(error.url()))),
+            ("status", status.clone_ref(py)),
+            ("code", text(error.code())),
+        ]
+    };
+    match error.kind() {
+        ErrorKind::InvalidArgument => raise(
+            py,
+            "InvalidArgument",
+            &message,
+            &[("key", text(error.key()))],
+        ),
+        ErrorKind::LimitNotFound => {
+            raise(py, "LimitNotFound", &message, &[("key", text(error.key()))])
+        }
+        ErrorKind::Authentication => raise(py, "AuthenticationError", &message, &details()),
+        ErrorKind::Connection => raise(py, "FlintConnectionError", &message, &details()),
+        ErrorKind::Server => raise(py, "FlintServerError", &message, &details()),
+        // A protocol failure (not a Flint server, another version), and kinds added later.
+        _ => raise(py, "FlintError", &message, &[]),
+    }
+}
+
+/// A `FlintError` for an answer that this version cannot read.
+pub fn protocol(py: Python<'_>, message: &str) -> PyErr {
+    raise(py, "FlintError", message, &[])
+}
+
+/// A `FlintError` for a closed client.
+pub fn closed(py: Python<'_>, message: &str) -> PyErr {
+    raise(py, "FlintError", message, &[])
 }

@@ -1,9 +1,11 @@
-//! `flint._native`: the Python binding of the Flint engine. It converts types, releases
-//! the GIL around every engine call and maps errors; no limiter rule lives here.
+//! `flint._native`: the Python binding of the Flint engine and of its shared-mode
+//! client. It converts types, releases the GIL around every engine call and request,
+//! and maps errors; no limiter rule lives here.
 
 mod convert;
 mod errors;
 mod limiter;
+mod shared;
 
 use pyo3::prelude::*;
 
@@ -23,6 +25,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<limiter::PyLimiter>()?;
     m.add_class::<limiter::PyCheckResult>()?;
     m.add_class::<limiter::PyManualClock>()?;
+    m.add_class::<shared::PySharedLimiter>()?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

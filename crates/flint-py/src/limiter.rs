@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use flint_core::{
-    to_unix_seconds, Algorithm, Clock, Decision, Limiter, ManualClock, Options, Quota, TopBy,
+use flint_core::{to_unix_seconds, Algorithm, Clock, Decision, Limiter, ManualClock, Options};
+use flint_server::api::{
+    self, change_name, CheckAllResult, Compacted, Doctor, HistoryEntry, KeyStatus,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList};
 
 use crate::convert::{self, Given};
-use crate::errors::{invalid, to_py};
+use crate::errors::{protocol, to_py};
 
 /// The result of one check: immutable, true when allowed.
 #[pyclass(name = "CheckResult", module = "flint._native", frozen)]
@@ -53,6 +54,30 @@ impl PyCheckResult {
             algorithm: d.algorithm.name(),
             cost: d.cost,
         }
+    }
+
+    /// A result that came over HTTP (`SharedLimiter`); `url` names the server in the
+    /// message when its algorithm is unknown here.
+    pub(crate) fn from_api(py: Python<'_>, r: api::CheckResult, url: &str) -> PyResult<Self> {
+        let algorithm: Algorithm = r.algorithm.parse().map_err(|_| {
+            protocol(
+                py,
+                &format!(
+                    "the Flint server at {url} answered with the algorithm {:?}, which this version of the package does not know: upgrade the package to the server's version",
+                    r.algorithm
+                ),
+            )
+        })?;
+        Ok(PyCheckResult {
+            allowed: r.allowed,
+            remaining: r.remaining,
+            reset_at: r.reset_at,
+            retry_after: r.retry_after,
+            limit: r.limit,
+            key: r.key,
+            algorithm: algorithm.name(),
+            cost: r.cost,
+        })
     }
 
     fn fields(&self) -> (bool, u64, u64, u64, u64, u64, &str, &str) {
@@ -264,31 +289,12 @@ impl PyLimiter {
         per: &Bound<'_, PyAny>,
         algorithm: Given<'_>,
     ) -> PyResult<&'static str> {
-        let key = convert::key(key)?;
-        let rate = convert::positive_int(rate, "rate", &key, "100")?;
-        let period = convert::period(per, &key)?;
-        let algorithm = match algorithm.value() {
-            Some(a) => convert::name(a, "algorithm", Some(&key), "token_bucket")?,
-            None => Algorithm::TokenBucket.name().to_owned(),
-        };
-        // The engine checks these without knowing the key; name it in the message.
-        let for_key = |e: flint_core::Error| match e {
-            flint_core::Error::InvalidArgument { key: None, message } => {
-                invalid(py, Some(&key), format!("for key {key:?}: {message}"))
-            }
-            other => to_py(py, other),
-        };
-        let algorithm: Algorithm = algorithm.parse().map_err(for_key)?;
-        let quota = Quota::new(rate, period, algorithm).map_err(for_key)?;
+        let (key, quota) = convert::limit_args(key, rate, per, algorithm.value())?;
         let engine = self.engine(py)?;
         let change = py
             .detach(|| engine.limit(&key, quota))
             .map_err(|e| to_py(py, e))?;
-        Ok(match change {
-            flint_core::LimitChange::Created => "created",
-            flint_core::LimitChange::Updated => "updated",
-            flint_core::LimitChange::Unchanged => "unchanged",
-        })
+        Ok(change_name(change))
     }
 
     /// Checks `key` for `cost` units, consuming them when allowed.
@@ -331,17 +337,13 @@ impl PyLimiter {
         let borrowed: Vec<(&str, u64)> = items.iter().map(|(k, c)| (k.as_str(), *c)).collect();
         let engine = self.engine(py)?;
         let result = py
-            .detach(|| engine.check_all(&borrowed))
+            .detach(|| {
+                engine
+                    .check_all(&borrowed)
+                    .map(|m| CheckAllResult::from(&m))
+            })
             .map_err(|e| to_py(py, e))?;
-        let results = PyList::empty(py);
-        for r in &result.results {
-            results.append(convert::decision(py, &r.key, &r.decision)?)?;
-        }
-        let d = PyDict::new(py);
-        d.set_item("allowed", result.allowed)?;
-        d.set_item("denied_key", result.denied_key)?;
-        d.set_item("results", results)?;
-        Ok(d)
+        convert::check_all(py, &result)
     }
 
     /// Like `check_all`, returning only whether it was allowed.
@@ -376,7 +378,7 @@ impl PyLimiter {
         let key = convert::key(key)?;
         let engine = self.engine(py)?;
         let status = py
-            .detach(|| engine.status(&key))
+            .detach(|| engine.status(&key).map(|s| s.as_ref().map(KeyStatus::from)))
             .map_err(|e| to_py(py, e))?;
         status.map(|s| convert::status(py, &s)).transpose()
     }
@@ -392,7 +394,7 @@ impl PyLimiter {
         let prefix = convert::optional_text(prefix, "prefix", fix)?;
         let engine = self.engine(py)?;
         let all = py
-            .detach(|| engine.list(prefix.as_deref()))
+            .detach(|| engine.list(prefix.as_deref()).map(|all| statuses(&all)))
             .map_err(|e| to_py(py, e))?;
         convert::statuses(py, &all)
     }
@@ -413,13 +415,15 @@ impl PyLimiter {
         limit: Given<'py>,
     ) -> PyResult<Bound<'py, PyList>> {
         let key = convert::key(key)?;
-        let limit = match limit.value() {
-            Some(n) => convert::count(n, "limit", Some(&key), "100")?,
-            None => 100,
-        };
+        let limit = convert::history_limit(limit.value(), &key)?;
         let engine = self.engine(py)?;
         let events = py
-            .detach(|| engine.history(&key, limit))
+            .detach(|| {
+                let events = engine.history(&key, limit)?;
+                Ok::<_, flint_core::Error>(
+                    events.iter().map(HistoryEntry::from).collect::<Vec<_>>(),
+                )
+            })
             .map_err(|e| to_py(py, e))?;
         convert::history(py, &events)
     }
@@ -439,19 +443,10 @@ impl PyLimiter {
         by: Given<'py>,
         limit: Given<'py>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let by: TopBy = match by.value() {
-            Some(b) => convert::name(b, "by", None, "denied")?
-                .parse()
-                .map_err(|e| to_py(py, e))?,
-            None => TopBy::Denied,
-        };
-        let limit = match limit.value() {
-            Some(n) => convert::count(n, "limit", None, "20")?,
-            None => 20,
-        };
+        let (by, limit) = convert::top_args(by.value(), limit.value())?;
         let engine = self.engine(py)?;
         let ranked = py
-            .detach(|| engine.top(by, limit))
+            .detach(|| engine.top(by, limit).map(|all| statuses(&all)))
             .map_err(|e| to_py(py, e))?;
         convert::statuses(py, &ranked)
     }
@@ -459,7 +454,9 @@ impl PyLimiter {
     /// Checks the data directory and the engine.
     fn doctor<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let engine = self.engine(py)?;
-        let report = py.detach(|| engine.doctor()).map_err(|e| to_py(py, e))?;
+        let report = py
+            .detach(|| engine.doctor().map(|r| Doctor::from(&r)))
+            .map_err(|e| to_py(py, e))?;
         convert::doctor(py, &report)
     }
 
@@ -472,13 +469,10 @@ impl PyLimiter {
     /// Writes a snapshot and starts a new log tail.
     fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let engine = self.engine(py)?;
-        let r = py.detach(|| engine.compact()).map_err(|e| to_py(py, e))?;
-        let d = PyDict::new(py);
-        d.set_item("keys", r.keys)?;
-        d.set_item("snapshot_bytes", r.snapshot_bytes)?;
-        d.set_item("log_bytes_before", r.log_bytes_before)?;
-        d.set_item("log_bytes_after", r.log_bytes_after)?;
-        Ok(d)
+        let r = py
+            .detach(|| engine.compact().map(|r| Compacted::from(&r)))
+            .map_err(|e| to_py(py, e))?;
+        convert::compacted(py, &r)
     }
 
     /// Syncs and releases the data directory; closing twice is fine.
@@ -495,4 +489,9 @@ impl PyLimiter {
             engine.options().sync.name()
         ))
     }
+}
+
+/// Engine statuses as the API's, converted without the GIL.
+fn statuses(all: &[flint_core::Status]) -> Vec<KeyStatus> {
+    all.iter().map(KeyStatus::from).collect()
 }

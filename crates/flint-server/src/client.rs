@@ -267,28 +267,30 @@ impl Client {
                 Some(value)
             }
         };
-        let config = Agent::config_builder()
-            // Error statuses are answers: their JSON bodies carry the code and message.
-            .http_status_as_error(false)
-            // A redirected POST would be sent twice; a Flint server never redirects.
-            .max_redirects(0)
-            .timeout_global(Some(timeout))
-            .max_idle_age(MAX_IDLE_AGE)
-            .max_idle_connections(MAX_IDLE_CONNECTIONS)
-            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
-            // Talk to the server directly: an HTTP_PROXY meant for the internet must
-            // not carry the limiter's traffic (and its token) elsewhere.
-            .proxy(None)
-            .user_agent(concat!("flint-client/", env!("CARGO_PKG_VERSION")))
-            .build();
         Ok(Client {
             inner: Arc::new(Inner {
-                agent: config.new_agent(),
+                agent: new_agent(timeout),
                 url,
                 authorization,
                 timeout,
             }),
         })
+    }
+
+    /// A client with the same URL, token and timeout and a pool of connections of its
+    /// own. A forked child process must use this rather than its parent's client: the
+    /// pooled connections are sockets shared with the parent, and two processes
+    /// writing requests on one connection would mix their answers.
+    #[must_use]
+    pub fn with_new_pool(&self) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                agent: new_agent(self.inner.timeout),
+                url: self.inner.url.clone(),
+                authorization: self.inner.authorization.clone(),
+                timeout: self.inner.timeout,
+            }),
+        }
     }
 
     /// The server's URL, without a trailing slash.
@@ -768,6 +770,25 @@ impl ClientError {
         }
         self
     }
+}
+
+/// The agent of a client: one pool of keep-alive connections.
+fn new_agent(timeout: Duration) -> Agent {
+    Agent::config_builder()
+        // Error statuses are answers: their JSON bodies carry the code and message.
+        .http_status_as_error(false)
+        // A redirected POST would be sent twice; a Flint server never redirects.
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .max_idle_age(MAX_IDLE_AGE)
+        .max_idle_connections(MAX_IDLE_CONNECTIONS)
+        .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
+        // Talk to the server directly: an HTTP_PROXY meant for the internet must not
+        // carry the limiter's traffic (and its token) elsewhere.
+        .proxy(None)
+        .user_agent(concat!("flint-client/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent()
 }
 
 /// Checks a server URL and returns it without trailing slashes.

@@ -1,0 +1,273 @@
+//! The client against the real server, in process on 127.0.0.1: every method, keys with
+//! any character, the mapping of the server's errors, and a keep-alive connection that
+//! the server closed while idle (the check goes once, on a new connection).
+
+use std::thread;
+use std::time::Duration;
+
+use flint_server::api::LimitRequest;
+use flint_server::client::{Client, ErrorKind};
+use flint_server::{Server, ServerConfig};
+use tokio::sync::oneshot;
+
+const TOKEN: &str = "s3cret";
+
+/// A server on a free port of 127.0.0.1 over a fresh directory; stopped when dropped.
+struct Running {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(header_timeout: Duration) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::new(dir.path().join(".flint"));
+        "127.0.0.1:0".clone_into(&mut config.bind);
+        config.token = Some(TOKEN.to_owned());
+        config.header_timeout = header_timeout;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (ready, address) = std::sync::mpsc::channel();
+        let thread = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let server = Server::bind(config).await.unwrap();
+                ready.send(server.local_addr()).unwrap();
+                server
+                    .run(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = address.recv_timeout(Duration::from_secs(10)).unwrap();
+        Running {
+            url: format!("http://{addr}"),
+            stop: Some(stop),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.url, Some(TOKEN), Duration::from_secs(10)).unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn limit(client: &Client, key: &str, rate: u64) -> String {
+    client
+        .limit(&LimitRequest {
+            key: key.to_owned(),
+            rate,
+            per: "1h".to_owned(),
+            algorithm: None,
+        })
+        .unwrap()
+        .change
+}
+
+#[test]
+fn every_method_against_the_server() {
+    let server = Running::start(Duration::from_secs(60));
+    let c = server.client();
+    assert!(c.health().unwrap().ok);
+    assert_eq!(limit(&c, "a", 3), "created");
+    assert_eq!(limit(&c, "a", 3), "unchanged");
+    assert_eq!(limit(&c, "b", 1), "created");
+
+    let r = c.check("a", 2).unwrap();
+    assert!(r.allowed);
+    assert_eq!(
+        (r.key.as_str(), r.remaining, r.limit, r.cost),
+        ("a", 1, 3, 2)
+    );
+    assert!(!c.check("a", 2).unwrap().allowed, "a denial is a result");
+
+    let all = c.check_all(&[("a", 1), ("b", 1)]).unwrap();
+    assert!(all.allowed && all.denied_key.is_none());
+    let all = c.check_all(&[("a", 1), ("b", 1)]).unwrap();
+    assert_eq!(all.denied_key.as_deref(), Some("a"));
+
+    let status = c.status("a").unwrap().unwrap();
+    assert_eq!(
+        (status.rate, status.per.as_str(), status.remaining),
+        (3, "1h", 0)
+    );
+    assert_eq!(c.status("nope").unwrap(), None);
+    assert_eq!(
+        c.list(None)
+            .unwrap()
+            .iter()
+            .map(|s| s.key.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(c.list(Some("b")).unwrap().len(), 1);
+    assert_eq!(c.history("a", 100).unwrap().len(), 4);
+    assert_eq!(c.history("a", 1).unwrap().len(), 1);
+    assert_eq!(c.top("denied", 20).unwrap()[0].key, "a");
+    c.reset("a").unwrap();
+    assert_eq!(c.status("a").unwrap().unwrap().remaining, 3);
+    c.flush().unwrap();
+    assert_eq!(c.compact().unwrap().keys, 2);
+    let doctor = c.doctor().unwrap();
+    assert!(doctor.ok && doctor.keys == 2, "{doctor:?}");
+    assert!(c.metrics().unwrap().contains("flint_"));
+    c.remove("b").unwrap();
+    assert_eq!(c.status("b").unwrap(), None);
+}
+
+#[test]
+fn keys_with_any_character_survive_the_path() {
+    let server = Running::start(Duration::from_secs(60));
+    let c = server.client();
+    for key in [
+        "route:/v1/chat",
+        "a b%20c?d=e&f#g+h",
+        "ключ/ü/🙂",
+        "..",
+        "/leading/and/trailing/",
+        "%",
+    ] {
+        assert_eq!(limit(&c, key, 2), "created", "{key}");
+        assert!(c.check(key, 1).unwrap().allowed);
+        assert_eq!(c.status(key).unwrap().unwrap().key, key);
+        assert_eq!(c.history(key, 10).unwrap().len(), 1, "{key}");
+        assert_eq!(c.list(Some(key)).unwrap()[0].key, key);
+        c.remove(key).unwrap();
+        assert_eq!(c.status(key).unwrap(), None, "{key}");
+    }
+}
+
+#[test]
+fn the_servers_errors_map_to_kinds() {
+    let server = Running::start(Duration::from_secs(60));
+    let c = server.client();
+    limit(&c, "k", 3);
+
+    let e = c.check("nope", 1).unwrap_err();
+    assert_eq!(
+        (e.kind(), e.status(), e.key()),
+        (ErrorKind::LimitNotFound, Some(404), Some("nope"))
+    );
+    assert!(
+        e.message()
+            .starts_with("no limit is configured for key \"nope\""),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .ends_with(&format!("(Flint server at {})", server.url)),
+        "{e}"
+    );
+    let e = c.check_all(&[("k", 1), ("nope", 1)]).unwrap_err();
+    assert_eq!(
+        (e.kind(), e.key()),
+        (ErrorKind::LimitNotFound, Some("nope"))
+    );
+    assert_eq!(
+        c.remove("nope").unwrap_err().kind(),
+        ErrorKind::LimitNotFound
+    );
+    assert_eq!(
+        c.history("nope", 1).unwrap_err().kind(),
+        ErrorKind::LimitNotFound
+    );
+
+    let e = c.check("k", 4).unwrap_err();
+    assert_eq!(
+        (e.kind(), e.code()),
+        (ErrorKind::InvalidArgument, Some("invalid_argument"))
+    );
+    assert!(
+        e.message().starts_with("cost 4 for key \"k\" is invalid"),
+        "{e}"
+    );
+    let e = c.top("nope", 1).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    let long = "x".repeat(1025);
+    let e = c
+        .limit(&LimitRequest {
+            key: long,
+            rate: 1,
+            per: "1s".into(),
+            algorithm: None,
+        })
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+
+    let anonymous = Client::new(&server.url, None, Duration::from_secs(5)).unwrap();
+    assert!(anonymous.health().unwrap().ok, "health needs no token");
+    let e = anonymous.check("k", 1).unwrap_err();
+    assert_eq!(
+        (e.kind(), e.status()),
+        (ErrorKind::Authentication, Some(401))
+    );
+    let wrong = Client::new(&server.url, Some("nope"), Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        wrong.check("k", 1).unwrap_err().kind(),
+        ErrorKind::Authentication
+    );
+    assert_eq!(
+        c.status("k").unwrap().unwrap().allowed,
+        0,
+        "nothing was consumed"
+    );
+
+    let prefixed = Client::new(
+        &format!("{}/proxy", server.url),
+        Some(TOKEN),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(prefixed.list(None).unwrap_err().kind(), ErrorKind::Protocol);
+}
+
+/// The server closes a keep-alive connection that stays idle past its header timeout
+/// (1 s here, 60 s by default). The pool's probe sees it closed before the next
+/// request is written: the check goes once, on a new connection, and succeeds.
+#[test]
+fn a_connection_the_server_closed_while_idle_is_replaced_not_resent() {
+    let server = Running::start(Duration::from_secs(1));
+    let c = server.client();
+    limit(&c, "k", 10);
+    assert!(c.check("k", 1).unwrap().allowed);
+    thread::sleep(Duration::from_millis(2500));
+    assert!(c.check("k", 1).unwrap().allowed);
+    let status = c.status("k").unwrap().unwrap();
+    assert_eq!(status.allowed, 2, "each check counted once");
+}
+
+/// Many threads share one client (one pool): every check is counted exactly once.
+#[test]
+fn threads_share_one_client() {
+    let server = Running::start(Duration::from_secs(60));
+    let c = server.client();
+    limit(&c, "k", 1000);
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let c = c.clone();
+            thread::spawn(move || (0..25).filter(|_| c.check("k", 1).unwrap().allowed).count())
+        })
+        .collect();
+    let allowed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(allowed, 200);
+    assert_eq!(c.status("k").unwrap().unwrap().allowed, 200);
+}
