@@ -79,6 +79,13 @@ fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
     if cli.token.as_deref() == Some("") && from_env("token") {
         cli.token = None;
     }
+    // `flint --token T server start`: the token written before the subcommand is the
+    // server's too (clap gives `server start` an argument of its own).
+    if let cli::Command::Server(cli::ServerCommand::Start(start)) = &mut cli.command {
+        if start.token.is_none() {
+            start.token.clone_from(&cli.token);
+        }
+    }
     Ok(cli)
 }
 

@@ -40,7 +40,8 @@ impl Server {
         let child = flint()
             .arg("--data-dir")
             .arg(dir)
-            .args(["server", "start", "--bind", &bind, "--token", TOKEN])
+            // The token before the subcommand is the server's too.
+            .args(["--token", TOKEN, "server", "start", "--bind", &bind])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
