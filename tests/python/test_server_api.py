@@ -537,7 +537,14 @@ def test_malformed_json_and_content_types(api: httpx.Client) -> None:
         ("/v1/check", {"key": "x", "cost": None}),
         ("/v1/check", {"key": None}),
         ("/v1/check", {"key": "x", "extra": 1}),
+        # serde reads a struct from an array of its field values too: the API takes
+        # objects only, so that a client's mistake cannot consume quota.
         ("/v1/check", ["x"]),
+        ("/v1/check", ["x", 1]),
+        ("/v1/limits", ["x", 1, "1m"]),
+        ("/v1/check-all", [[{"key": "x"}]]),
+        ("/v1/check-all", {"items": [["x", 1]]}),
+        ("/v1/reset", ["x"]),
         ("/v1/check-all", {}),
         ("/v1/check-all", {"items": "x"}),
         ("/v1/check-all", {"items": ["x"]}),
@@ -550,7 +557,15 @@ def test_malformed_json_and_content_types(api: httpx.Client) -> None:
     ],
 )
 def test_bad_bodies_are_400_json(api: httpx.Client, path: str, body: Any) -> None:
-    assert_error(api.post(path, json=body), 400, "invalid_argument")
+    # The key "x" stands for one that exists, so that a body taken for a valid one
+    # would be answered 200.
+    key = unique("bad")
+    configure(api, key, 1_000_000)
+    raw = json.dumps(body).replace('"x"', json.dumps(key)).encode()
+    headers = {"Content-Type": "application/json"}
+    assert_error(api.post(path, content=raw, headers=headers), 400, "invalid_argument")
+    status = api.get(f"/v1/limits/{quote(key, safe='')}").json()
+    assert (status["allowed"], status["denied"]) == (0, 0), "nothing consumed or recorded"
 
 
 def test_unknown_route_and_wrong_method(api: httpx.Client) -> None:
@@ -568,6 +583,7 @@ def test_unknown_route_and_wrong_method(api: httpx.Client) -> None:
         ("GET", "/v1/log/flush"),
         ("POST", "/v1/doctor"),
         ("POST", "/metrics"),
+        ("OPTIONS", "/v1/check"),
     ]:
         assert_error(api.request(method, path), 405, "method_not_allowed")
 
@@ -583,6 +599,16 @@ def test_a_body_over_64_kib_is_413(api: httpx.Client) -> None:
 
     chunked = api.post("/v1/check", content=chunks(), headers=headers)
     assert_error(chunked, 413, "payload_too_large")
+
+    # A chunked body under the limit is fine.
+    key = unique("chunked")
+    configure(api, key, 1)
+
+    def small() -> Iterator[bytes]:
+        yield b'{"key": '
+        yield json.dumps(key).encode() + b"}"
+
+    assert api.post("/v1/check", content=small(), headers=headers).json()["allowed"] is True
 
 
 def test_check_all_over_the_item_cap_is_400(tmp_path: Path) -> None:

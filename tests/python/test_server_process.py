@@ -400,7 +400,12 @@ def test_sigterm_during_a_flood_of_checks_answers_every_request_it_took(tmp_path
                                 outcomes[n].append(str(response.status_code))
                                 if response.status_code == 200 and body["allowed"]:
                                     allowed[n] += 1
-                        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+                        except (
+                            httpx.ConnectError,
+                            httpx.RemoteProtocolError,
+                            httpx.ReadError,
+                            httpx.WriteError,
+                        ):
                             # No answer at all: refused, or closed before answering.
                             return
             except httpx.HTTPError as error:
@@ -584,10 +589,29 @@ def test_500_concurrent_connections_are_all_answered(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server that gives a client one second to send its headers."""
+    """A server that gives a client one second to send its headers, and one second
+    for a whole request."""
     data_dir = tmp_path_factory.mktemp("impatient") / ".flint"
-    with running_server(data_dir, token=TOKEN, args=["--header-timeout", "1"]) as server:
+    args = ["--header-timeout", "1", "--request-timeout", "1"]
+    with running_server(data_dir, token=TOKEN, args=args) as server:
         yield server
+
+
+def test_a_body_that_never_comes_is_a_503_timeout(impatient_server: Server) -> None:
+    configure(impatient_server, "slow-body", 5, "1h")
+    body = json.dumps({"key": "slow-body"}).encode()
+    request = (
+        "POST /v1/check HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body[:5]
+    data, closed = raw_exchange("127.0.0.1", impatient_server.port, request, timeout=10)
+    assert data.startswith(b"HTTP/1.1 503"), data
+    head, _, payload = data.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(payload)["error"]["code"] == "timeout"
+    assert closed, "the connection is closed after the timeout answer"
+    assert status(impatient_server, "slow-body")["allowed"] == 0, "nothing was decided"
 
 
 def test_slowloris_is_cut_off_after_the_header_timeout(impatient_server: Server) -> None:
