@@ -1,5 +1,6 @@
 # The project's commands. CI runs `make test` (through .ci/run) and nothing less.
-# Every target installs what it needs: a .venv with maturin, pytest and ruff from PyPI.
+# Every target installs what it needs: a .venv with maturin, pytest, ruff, httpx and
+# schemathesis (the shared-mode server's HTTP tests) from PyPI.
 SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
@@ -19,7 +20,8 @@ $(PY):
 
 $(DEPS): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "maturin>=1.7,<2" "pytest>=8" "pytest-asyncio>=0.23" "ruff>=0.6" "mypy>=1.13"
+	$(PY) -m pip install --quiet "maturin>=1.7,<2" "pytest>=8" "pytest-asyncio>=0.23" "ruff>=0.6" "mypy>=1.13" \
+		"httpx>=0.27,<1" "schemathesis>=4.1,<5"
 	touch $(DEPS)
 
 # Builds the native module (release) and installs the package into .venv, editable.

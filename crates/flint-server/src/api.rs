@@ -128,7 +128,53 @@ pub struct CheckItem {
 #[serde(deny_unknown_fields)]
 pub struct CheckAllRequest {
     /// The items, checked together.
+    #[serde(deserialize_with = "objects")]
     pub items: Vec<CheckItem>,
+}
+
+/// A request body (or item) read from a JSON object only. serde's derived structs also
+/// accept an array of the field values (`["api:user-42", 5]` as a check): the API
+/// documents objects, and a client's array must be a 400, not a consumed check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        T::deserialize(MapOnly(deserializer)).map(Object)
+    }
+}
+
+fn objects<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Vec<T>, D::Error> {
+    let items = Vec::<Object<T>>::deserialize(deserializer)?;
+    Ok(items.into_iter().map(|Object(item)| item).collect())
+}
+
+/// A deserializer that reads a struct as a map only (an array is an invalid type).
+struct MapOnly<D>(D);
+
+impl<'de, D: serde::Deserializer<'de>> serde::Deserializer<'de> for MapOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+        identifier ignored_any
+    }
 }
 
 /// The outcome of an all-or-nothing check.
@@ -455,4 +501,25 @@ pub mod code {
     pub const TIMEOUT: &str = "timeout";
     /// Anything else that went wrong inside the server. 500.
     pub const INTERNAL: &str = "internal";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_objects_only() {
+        let object: Object<CheckRequest> =
+            serde_json::from_str(r#"{"key": "k", "cost": 2}"#).unwrap();
+        assert_eq!(object.0.cost, 2);
+        let array = serde_json::from_str::<Object<CheckRequest>>(r#"["k", 2]"#).unwrap_err();
+        assert!(array.to_string().contains("sequence"), "{array}");
+        let all: CheckAllRequest =
+            serde_json::from_str(r#"{"items": [{"key": "a"}, {"key": "b", "cost": 3}]}"#).unwrap();
+        assert_eq!(all.items[1].cost, 3);
+        assert!(serde_json::from_str::<CheckAllRequest>(r#"{"items": [["a", 1]]}"#).is_err());
+        assert!(serde_json::from_str::<Object<CheckAllRequest>>(r"[[]]").is_err());
+        let duplicate = r#"{"key": "a", "key": "b"}"#;
+        assert!(serde_json::from_str::<Object<CheckRequest>>(duplicate).is_err());
+    }
 }

@@ -152,11 +152,18 @@ fn internal(message: &str) -> ApiError {
 
 // -- extractors whose rejections are JSON errors -----------------------------------
 
-/// A JSON body; its rejections (malformed JSON, wrong content type, missing field,
-/// too large) become [`ApiError`]s.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body; its rejections (malformed JSON, wrong content type, an array
+/// or other non-object, missing field, too large) become [`ApiError`]s.
 struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(api::Object(body)) = Json::<api::Object<T>>::from_request(request, state).await?;
+        Ok(Body(body))
+    }
+}
 
 /// A path parameter (percent-decoded).
 #[derive(FromRequestParts)]
