@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from flint._native import run_cli
@@ -9,6 +10,10 @@ from flint._native import run_cli
 
 def main() -> None:
     """Run ``flint`` with the process's arguments and exit with its code."""
+    # Ctrl-C belongs to the Rust program, as in the plain binary: `flint server start`
+    # handles SIGINT itself (drain, sync, exit 0), and any other command just ends.
+    # Python's own handler would raise KeyboardInterrupt once the server had stopped.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     sys.exit(run_cli(["flint", *sys.argv[1:]]))
 
 

@@ -173,12 +173,6 @@ def test_sigterm_exits_0_releases_the_lock_and_logs(tmp_path: Path) -> None:
     assert "stopped" in text.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the console script's Python SIGINT handler runs too (signal-hook chains to it): "
-    "the server stops cleanly, then Python raises KeyboardInterrupt and exits -2. Fix in "
-    "python/flint/_cli.py: signal.signal(signal.SIGINT, signal.SIG_DFL) before run_cli",
-)
 def test_sigint_exits_0_too(tmp_path: Path) -> None:
     server = start_server(tmp_path / ".flint")
     try:
