@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -249,6 +250,70 @@ def test_the_token_may_come_from_the_environment_alone(cwd: Path, port: int) -> 
             assert anonymous.get("/v1/limits").status_code == 401
             authorized = {"Authorization": "Bearer only-in-env"}
             assert anonymous.get("/v1/limits", headers=authorized).status_code == 200
+    finally:
+        stopped = server.stop()
+    assert stopped.returncode == 0, stopped.stderr
+
+
+# The seed's Python snippets, verbatim, in order (only the port may be substituted).
+# The seed presumes a function it does not show, and limits for the keys of its
+# check_all; PY_SETUP and the third snippet provide them.
+PY_SETUP = """
+import flint
+calls = []
+def process_request(): calls.append("request")
+"""
+
+PY_SNIPPETS = [
+    'import flint\nlimiter = flint.SharedLimiter(\n"http://127.0.0.1:7878",\n'
+    'token="dev-secret",\ntimeout=10.0,\n)\n'
+    'limiter.limit("api:user-42", rate=100, per="1m")\n'
+    'if limiter.allow("api:user-42"):\n    process_request()',
+    'result = limiter.check("api:user-42", cost=5)\n'
+    "print(result.allowed)\nprint(result.remaining)\nprint(result.reset_at)",
+    # Limits for the keys the next snippet checks (not shown in the seed).
+    'limiter.limit("user:42", rate=10, per="1m")\n'
+    'limiter.limit("org:acme", rate=100, per="1m")\n'
+    'limiter.limit("route:/v1/chat", rate=10, per="1m")',
+    'result = limiter.check_all([\n"user:42",\n{"key": "org:acme", "cost": 10},\n'
+    '("route:/v1/chat", 1),\n])\nif result["allowed"]:\n    process_request()\nelse:\n'
+    '    print("blocked by", result["denied_key"])',
+]
+
+
+def test_the_seed_python_snippets_run_as_written(cwd: Path, port: int) -> None:
+    server = start(on_port(START, port), cwd, port)
+    try:
+        namespace: dict = {}
+        exec(PY_SETUP, namespace)
+        for snippet in PY_SNIPPETS:
+            exec(on_port(snippet, port), namespace)
+        limiter = namespace["limiter"]
+        assert namespace["calls"] == ["request", "request"]
+        assert namespace["result"]["allowed"] is True
+        status = limiter.status("api:user-42")
+        assert status["allowed_cost"] == 1 + 5
+        assert status["remaining"] <= 100 - 6
+        assert limiter.status("org:acme")["allowed_cost"] == 10
+        limiter.close()
+    finally:
+        stopped = server.stop()
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def test_the_readme_shared_quick_start_runs_as_written(cwd: Path, port: int) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Quick start, shared mode", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(sh|python)\n(.*?)```", section, re.S)
+    start_line, python, curl = blocks[0][1].strip(), blocks[1][1], blocks[2][1]
+    server = start(on_port(start_line, port), cwd, port)
+    try:
+        exec(on_port(python, port), {})
+        for line in curl.strip().replace("\\\n", " ").splitlines():
+            done = bash(on_port(line, port), cwd)
+            assert done.returncode == 0, (line, done.stderr)
+        listed = bash(on_port(curl.strip().splitlines()[-1], port), cwd)
+        assert "api:user-42" in listed.stdout
     finally:
         stopped = server.stop()
     assert stopped.returncode == 0, stopped.stderr
