@@ -122,6 +122,27 @@ def main() -> None:
             health = min(health, p50_us(limiter.health, 3000))
             check = min(check, p50_us(lambda: limiter.check("bench"), 3000))
         limiter.close()
+        # The same request through a pure-Python client, for the choice of client.
+        try:
+            import httpx
+        except ImportError:
+            httpx_check = None
+        else:
+            with httpx.Client(base_url=url, headers={"authorization": f"Bearer {TOKEN}"}) as web:
+                body = {"key": "bench", "cost": 1}
+                httpx_check = min(
+                    p50_us(lambda: web.post("/v1/check", json=body).json(), 3000) for _ in range(3)
+                )
+    if httpx_check is not None:
+        rows.append(
+            (
+                "SharedLimiter.check() p50 (Rust client, ureq)",
+                f"{check:.1f} µs",
+                f"httpx.Client POST /v1/check p50 {httpx_check:.1f} µs",
+                f"{check / httpx_check:.2f}×",
+                "(choice of client)",
+            )
+        )
     rows.append(
         (
             "SharedLimiter.check() p50, sync=batch, 1 caller",
