@@ -13,7 +13,7 @@ use std::future::{Future, IntoFuture};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -223,6 +223,8 @@ pub(crate) struct Shared {
     pub(crate) compaction_failure: Mutex<Option<String>>,
     /// Compactions that completed (for metrics).
     pub(crate) compactions: AtomicU64,
+    /// An automatic compaction is running (started by the flusher on its own thread).
+    pub(crate) compacting: AtomicBool,
     /// The process that opened the limiter, and the fork generation it did so in.
     opened_by: u32,
     fork_generation: u64,
@@ -483,6 +485,7 @@ impl Limiter {
             compaction: Mutex::new(()),
             compaction_failure: Mutex::new(None),
             compactions: AtomicU64::new(0),
+            compacting: AtomicBool::new(false),
             opened_by: std::process::id(),
             fork_generation: sys::fork_generation(),
             backend,

@@ -13,8 +13,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use flint_core::{Deferred, Limiter, Pending, Quota, TopBy};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+
+use tokio::sync::{Notify, Semaphore};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::OpenApi;
@@ -80,6 +82,28 @@ struct Inner {
     options: AppOptions,
     blocking: Arc<Semaphore>,
     metrics: Metrics,
+    /// Requests being answered now, and a signal when that falls to zero (for a
+    /// graceful stop that need not wait for connections that are merely open).
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// Counts a request in flight while it lives.
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> Self {
+        inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl AppState {
@@ -93,7 +117,21 @@ impl AppState {
                 options,
                 blocking,
                 metrics,
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
             }),
+        }
+    }
+
+    /// Completes when no request is being answered (at once if none is).
+    pub async fn idle(&self) {
+        loop {
+            // Created before the check: a request ending in between still wakes it.
+            let ended = self.inner.idle.notified();
+            if self.inner.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            ended.await;
         }
     }
 
@@ -112,15 +150,20 @@ impl AppState {
         &self,
         work: impl FnOnce(&Limiter) -> flint_core::Result<T> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _slot = Arc::clone(&self.inner.blocking)
+        let slot = Arc::clone(&self.inner.blocking)
             .acquire_owned()
             .await
             .map_err(|_| unavailable("the server is stopping"))?;
         let limiter = Arc::clone(&self.inner.limiter);
-        tokio::task::spawn_blocking(move || work(&limiter))
-            .await
-            .map_err(|e| internal(&format!("a blocking task failed: {e}")))?
-            .map_err(ApiError::from)
+        // The slot goes with the work: a request that times out or whose client goes
+        // away does not free it while its blocking work still runs.
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work(&limiter)
+        })
+        .await
+        .map_err(|e| internal(&format!("a blocking task failed: {e}")))?
+        .map_err(ApiError::from)
     }
 
     /// Makes a call (deciding at once, on this thread: it takes the state lock for
@@ -227,7 +270,10 @@ async fn list_limits(
     State(state): State<AppState>,
     QueryOf(query): QueryOf<ListQuery>,
 ) -> Result<Json<LimitList>, ApiError> {
-    let statuses = state.limiter().list(query.prefix.as_deref())?;
+    // Every key, under the engine's lock: off the async workers.
+    let statuses = state
+        .blocking(move |limiter| limiter.list(query.prefix.as_deref()))
+        .await?;
     Ok(Json(LimitList {
         limits: statuses.iter().map(KeyStatus::from).collect(),
     }))
@@ -247,7 +293,8 @@ async fn configure(
     let status = state
         .limiter()
         .status(&key)?
-        .ok_or_else(|| internal("the limit vanished right after it was configured"))?;
+        // Removed by another request between the two calls.
+        .ok_or_else(|| flint_core::Error::LimitNotFound { key: key.clone() })?;
     Ok(Json(LimitResponse {
         change: change_name(change).to_owned(),
         status: KeyStatus::from(&status),
@@ -349,7 +396,10 @@ async fn top(
     QueryOf(query): QueryOf<TopQuery>,
 ) -> Result<Json<Top>, ApiError> {
     let by: TopBy = query.by.parse()?;
-    let ranked = state.limiter().top(by, query.limit)?;
+    // Every key, under the engine's lock: off the async workers.
+    let ranked = state
+        .blocking(move |limiter| limiter.top(by, query.limit))
+        .await?;
     Ok(Json(Top {
         top: ranked.iter().map(KeyStatus::from).collect(),
     }))
@@ -429,6 +479,17 @@ async fn method_not_allowed(request: Request) -> ApiError {
 
 // -- middleware ------------------------------------------------------------------
 
+/// Compares a given token with the server's in time that depends on neither the
+/// bytes nor the length of the server's token: the given one is padded or cut to its
+/// length before the constant-time comparison, and the lengths are compared apart.
+fn same_token(given: &[u8], token: &[u8]) -> bool {
+    let padded: Vec<u8> = (0..token.len())
+        .map(|i| given.get(i).copied().unwrap_or(0))
+        .collect();
+    let lengths = (given.len() as u64).ct_eq(&(token.len() as u64));
+    bool::from(padded.ct_eq(token) & lengths)
+}
+
 /// Requires the bearer token on every route but `GET /v1/health`.
 async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(token) = &state.inner.options.token else {
@@ -445,7 +506,7 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, credentials)| credentials.trim());
     let message = match given {
-        Some(given) if bool::from(given.as_bytes().ct_eq(token.as_bytes())) => {
+        Some(given) if same_token(given.as_bytes(), token.as_bytes()) => {
             return next.run(request).await;
         }
         Some(_) => "the bearer token is wrong: send the token the server was started with (`flint server start --token`, or FLINT_SERVER_TOKEN)",
@@ -463,6 +524,7 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
 /// Times every request (by route template), counts errors by code, and bounds how
 /// long a request may take.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let _in_flight = InFlight::enter(&state.inner);
     let started = Instant::now();
     let route = request
         .extensions()

@@ -829,12 +829,23 @@ fn announces_body(bytes: &[u8]) -> bool {
     let Some(head) = bytes.strip_suffix(b"\r\n\r\n") else {
         return false;
     };
-    head.split(|b| *b == b'\n').any(|line| {
-        let line = String::from_utf8_lossy(line).to_ascii_lowercase();
-        line.strip_prefix("content-length:")
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .is_some_and(|n| n > 0)
-    })
+    // The start of a request ("POST /v1/check HTTP/1.1"), never a piece of a body.
+    let mut lines = head.split(|b| *b == b'\n');
+    let request_line = lines.next().unwrap_or_default();
+    let method_end = request_line.iter().position(|b| *b == b' ').unwrap_or(0);
+    let is_request = method_end > 0
+        && request_line[..method_end]
+            .iter()
+            .all(u8::is_ascii_uppercase)
+        && request_line.get(method_end + 1) == Some(&b'/')
+        && request_line.ends_with(b" HTTP/1.1\r");
+    is_request
+        && lines.any(|line| {
+            let line = String::from_utf8_lossy(line).to_ascii_lowercase();
+            line.strip_prefix("content-length:")
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > 0)
+        })
 }
 
 impl Buffers for Coalescing {

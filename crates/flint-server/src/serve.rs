@@ -248,9 +248,21 @@ impl Server {
         }
         drop(listener);
         tracing::info!("flint server stopping: finishing requests in flight");
-        let drained = tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
-            .await
-            .is_ok();
+        // Done when every connection has closed, or when no request is being answered
+        // (a connection that is open but silent, kept alive or never used, holds no
+        // decision: it need not hold the stop for the whole grace period).
+        let drained = tokio::time::timeout(config.shutdown_grace, async {
+            tokio::select! {
+                () = graceful.shutdown() => {}
+                // A moment first, for requests already on their way in.
+                () = async {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    state.idle().await;
+                } => {}
+            }
+        })
+        .await
+        .is_ok();
         if !drained {
             tracing::warn!(
                 grace_seconds = config.shutdown_grace.as_secs_f64(),
