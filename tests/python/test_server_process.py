@@ -681,3 +681,24 @@ def test_the_server_survives_clients_that_vanish_mid_request(impatient_server: S
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     with impatient_server.client() as api:
         assert api.get("/v1/health").status_code == 200
+
+
+def test_a_silent_open_connection_does_not_hold_the_stop_for_the_grace_period(
+    tmp_path: Path,
+) -> None:
+    # A connection that never sends a request (a load balancer's probe, a pre-opened
+    # socket) carries no decision: SIGTERM need not wait the 60 s grace for it.
+    server = start_server(tmp_path / ".flint", args=["--shutdown-grace", "60"])
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        with server.client() as api:
+            assert api.get("/v1/health").status_code == 200
+        os.kill(server.pid, signal.SIGTERM)
+        # Bounded far below the grace period: a stop that waited for the silent
+        # connection would still be running when this gives up.
+        server.process.wait(timeout=20)
+    finally:
+        silent.close()
+        stopped = server.stop()
+    assert stopped.returncode == 0, stopped.stderr
+    assert "cut off" not in stopped.stderr
