@@ -4,20 +4,13 @@ real Flint server (the installed ``flint`` command) for shared mode, and
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 import pytest
+from server_process import Server, start_server
 
 import flint
 
@@ -25,6 +18,32 @@ START = 1_700_000_000.0
 TOKEN = "test-token-0123456789"
 
 AnyLimiter = Union[flint.Limiter, flint.SharedLimiter]
+
+# The fields of a status dict and of a check result, in Python and over HTTP.
+STATUS_FIELDS = {
+    "key",
+    "rate",
+    "per",
+    "per_ms",
+    "algorithm",
+    "remaining",
+    "reset_at",
+    "allowed",
+    "denied",
+    "allowed_cost",
+    "denied_cost",
+    "last_seen",
+}
+RESULT_FIELDS = {
+    "key",
+    "allowed",
+    "remaining",
+    "reset_at",
+    "retry_after",
+    "limit",
+    "algorithm",
+    "cost",
+}
 
 
 @pytest.fixture
@@ -49,99 +68,29 @@ def flint_script() -> Path:
     return Path(sys.executable).parent / "flint"
 
 
-# -- shared mode: a real server -------------------------------------------------------
-
-
-@dataclass
-class RunningServer:
-    """A ``flint server start`` child process on 127.0.0.1."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    token: str | None
-    data_dir: Path
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, wait: float = 10.0) -> int:
-        """Sends ``sig`` to the server (by its pid), then SIGKILL if it is still
-        running after ``wait`` seconds; returns its exit code."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-            try:
-                return self.process.wait(wait)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-        return self.process.wait(wait)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/v1/health", timeout=1) as answer:
-            return bool(answer.status == 200)
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-def start_server(
-    script: Path, data_dir: Path, token: str | None = TOKEN, *extra: str
-) -> RunningServer:
-    """Starts ``flint --data-dir D server start --bind 127.0.0.1:PORT`` and waits (at
-    most 10 s) until ``GET /v1/health`` answers. A port taken between choosing and
-    binding it is retried with another, twice."""
-    for _ in range(3):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = data_dir.parent / f"server-{port}.log"
-        args = [str(script), "--data-dir", str(data_dir), "server", "start"]
-        args += ["--bind", f"127.0.0.1:{port}", *extra]
-        if token is not None:
-            args += ["--token", token]
-        env = {k: v for k, v in os.environ.items() if k != "FLINT_SERVER_TOKEN"}
-        with log.open("wb") as out:
-            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-        server = RunningServer(process, url, token, data_dir, log)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and process.poll() is None:
-            if healthy(url):
-                return server
-            time.sleep(0.05)
-        server.stop(wait=5)
-        if "cannot listen" not in server.output():
-            raise RuntimeError(f"the Flint server did not start:\n{server.output()}")
-    raise RuntimeError("no free port for the Flint server after 3 tries")
+# -- shared mode: a real server (started and stopped by server_process) -----------
 
 
 @pytest.fixture(scope="session")
-def flint_server(
-    flint_script: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
+def flint_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for the session (starting one per test would cost more than the
     tests); ``any_limiter`` removes every limit before each test."""
-    server = start_server(flint_script, tmp_path_factory.mktemp("server") / ".flint")
+    server = start_server(tmp_path_factory.mktemp("server") / ".flint", token=TOKEN)
     yield server
-    assert server.stop() == 0, server.output()
+    stopped = server.stop()
+    assert stopped.returncode == 0, stopped.stderr
 
 
 @pytest.fixture
-def server_of_my_own(flint_script: Path, tmp_path: Path) -> Iterator[RunningServer]:
+def server_of_my_own(tmp_path: Path) -> Iterator[Server]:
     """A server for a test that stops or kills it."""
-    server = start_server(flint_script, tmp_path / ".flint")
+    server = start_server(tmp_path / ".flint", token=TOKEN)
     yield server
     server.stop()
 
 
-def shared_limiter(server: RunningServer, **kwargs: Any) -> flint.SharedLimiter:
-    return flint.SharedLimiter(server.url, token=server.token, **kwargs)
+def shared_limiter(server: Server, **kwargs: Any) -> flint.SharedLimiter:
+    return flint.SharedLimiter(server.base_url, token=server.token, **kwargs)
 
 
 @pytest.fixture(params=["embedded", "shared"])
@@ -153,7 +102,7 @@ def any_limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyL
         with flint.Limiter(data_dir=tmp_path / ".flint") as embedded:
             yield embedded
         return
-    server: RunningServer = request.getfixturevalue("flint_server")
+    server: Server = request.getfixturevalue("flint_server")
     with shared_limiter(server) as shared:
         for status in shared.list():
             shared.remove(status["key"])

@@ -17,32 +17,8 @@ import pytest
 
 import flint
 
-from conftest import AnyLimiter
+from conftest import RESULT_FIELDS, STATUS_FIELDS, AnyLimiter
 
-STATUS_FIELDS = {
-    "key",
-    "rate",
-    "per",
-    "per_ms",
-    "algorithm",
-    "remaining",
-    "reset_at",
-    "allowed",
-    "denied",
-    "allowed_cost",
-    "denied_cost",
-    "last_seen",
-}
-RESULT_FIELDS = {
-    "key",
-    "allowed",
-    "remaining",
-    "reset_at",
-    "retry_after",
-    "limit",
-    "algorithm",
-    "cost",
-}
 ALGORITHMS = ["token_bucket", "sliding_window_log", "fixed_window_counter"]
 
 

@@ -17,32 +17,10 @@ from server_process import Server, running_server
 
 import flint
 
+from conftest import RESULT_FIELDS, STATUS_FIELDS
+
 TOKEN = "api-test-token"
 
-STATUS_FIELDS = {
-    "key",
-    "rate",
-    "per",
-    "per_ms",
-    "algorithm",
-    "remaining",
-    "reset_at",
-    "allowed",
-    "denied",
-    "allowed_cost",
-    "denied_cost",
-    "last_seen",
-}
-RESULT_FIELDS = {
-    "key",
-    "allowed",
-    "remaining",
-    "reset_at",
-    "retry_after",
-    "limit",
-    "algorithm",
-    "cost",
-}
 
 # Every documented route and method, with a valid body where it takes one.
 ROUTES: list[tuple[str, str, Any]] = [

@@ -5,18 +5,17 @@ fork. Each error names the server's URL."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from server_process import Server, free_port, start_server
 
 import flint
 
-from conftest import TOKEN, RunningServer, free_port, shared_limiter, start_server
+from conftest import TOKEN, shared_limiter
 
 
 class FakeServer:
@@ -88,11 +87,11 @@ def silent_server() -> Iterator[FakeServer]:
     server.close()
 
 
-def test_results_are_the_same_classes_as_embedded(flint_server: RunningServer) -> None:
+def test_results_are_the_same_classes_as_embedded(flint_server: Server) -> None:
     with shared_limiter(flint_server) as limiter:
         assert isinstance(limiter, flint.SharedLimiter)
-        assert limiter.url == flint_server.url and limiter.timeout == 10.0
-        assert repr(limiter) == f'SharedLimiter(url="{flint_server.url}", timeout=10.0)'
+        assert limiter.url == flint_server.base_url and limiter.timeout == 10.0
+        assert repr(limiter) == f'SharedLimiter(url="{flint_server.base_url}", timeout=10.0)'
         assert limiter.health() == {"ok": True, "version": flint.__version__}
         limiter.limit("classes", rate=1, per="1h")
         assert type(limiter.check("classes")) is flint.CheckResult
@@ -100,17 +99,18 @@ def test_results_are_the_same_classes_as_embedded(flint_server: RunningServer) -
 
 
 def test_a_wrong_or_missing_token_raises_authentication_error(
-    flint_server: RunningServer,
+    flint_server: Server,
 ) -> None:
     for token in ("wrong", None):
-        with flint.SharedLimiter(flint_server.url, token=token) as limiter:
+        with flint.SharedLimiter(flint_server.base_url, token=token) as limiter:
             assert limiter.health()["ok"] is True, "health needs no token"
             with pytest.raises(flint.AuthenticationError) as caught:
                 limiter.check("k")
             error = caught.value
             assert isinstance(error, flint.FlintError)
-            assert flint_server.url in str(error)
-            assert (error.url, error.status, error.code) == (flint_server.url, 401, "unauthorized")
+            assert flint_server.base_url in str(error)
+            url = flint_server.base_url
+            assert (error.url, error.status, error.code) == (url, 401, "unauthorized")
             assert "token" in str(error)
 
 
@@ -130,29 +130,31 @@ def test_nothing_listening_raises_a_connection_error_naming_the_url() -> None:
             call()
 
 
-def test_a_server_killed_mid_session(server_of_my_own: RunningServer, flint_script: Path) -> None:
+def test_a_server_killed_mid_session(server_of_my_own: Server) -> None:
     limiter = shared_limiter(server_of_my_own)
     limiter.limit("k", rate=10, per="1h")
     assert limiter.allow("k")  # a keep-alive connection is now in the pool
-    server_of_my_own.stop(signal.SIGKILL)
+    server_of_my_own.kill()
     with pytest.raises(flint.FlintConnectionError) as caught:
         limiter.check("k")
-    assert server_of_my_own.url in str(caught.value)
+    assert server_of_my_own.base_url in str(caught.value)
     # Started again on the same directory: the allowed check survived the kill.
-    again = start_server(flint_script, server_of_my_own.data_dir)
+    again = start_server(server_of_my_own.data_dir, token=TOKEN)
     try:
         with shared_limiter(again) as fresh:
             assert fresh.status("k")["allowed"] == 1  # type: ignore[index]
     finally:
-        assert again.stop() == 0, again.output()
+        stopped = again.stop()
+    assert stopped.returncode == 0, stopped.stderr
 
 
-def test_a_server_stopped_gracefully_exits_0(server_of_my_own: RunningServer) -> None:
+def test_a_server_stopped_gracefully_exits_0(server_of_my_own: Server) -> None:
     with shared_limiter(server_of_my_own) as limiter:
         limiter.limit("k", rate=10, per="1h")
         assert limiter.allow("k")
-    assert server_of_my_own.stop(signal.SIGTERM) == 0
-    assert "stopped" in server_of_my_own.output()
+    stopped = server_of_my_own.stop()
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped" in stopped.stderr
 
 
 def test_a_server_that_never_answers_times_out(silent_server: FakeServer) -> None:
@@ -250,17 +252,17 @@ def test_bad_constructor_arguments(kwargs: dict[str, object], text: str) -> None
     assert text in str(caught.value)
 
 
-def test_a_path_prefix_and_trailing_slash(flint_server: RunningServer) -> None:
-    with flint.SharedLimiter(flint_server.url + "/", token=TOKEN, timeout=2) as limiter:
-        assert limiter.url == flint_server.url
+def test_a_path_prefix_and_trailing_slash(flint_server: Server) -> None:
+    with flint.SharedLimiter(flint_server.base_url + "/", token=TOKEN, timeout=2) as limiter:
+        assert limiter.url == flint_server.base_url
         assert limiter.list("no-such-prefix") == []
-    with flint.SharedLimiter(flint_server.url + "/proxy", token=TOKEN) as limiter:
+    with flint.SharedLimiter(flint_server.base_url + "/proxy", token=TOKEN) as limiter:
         with pytest.raises(flint.FlintError, match="has no route"):
             limiter.list()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
-def test_a_forked_child_uses_connections_of_its_own(flint_server: RunningServer) -> None:
+def test_a_forked_child_uses_connections_of_its_own(flint_server: Server) -> None:
     limiter = shared_limiter(flint_server)
     limiter.limit("fork", rate=1000, per="1h")
     assert limiter.allow("fork")  # the parent has a pooled connection now
