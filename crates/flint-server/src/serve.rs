@@ -134,7 +134,7 @@ fn is_loopback(ip: IpAddr) -> bool {
 fn check_exposure(config: &ServerConfig, addrs: &[SocketAddr]) -> Result<(), ServeError> {
     match config.token.as_deref() {
         Some("") => Err(ServeError::Refused(
-            "the token is empty: pass a long random one, e.g. --token \"$(openssl rand -hex 32)\", or leave it out on a loopback address".to_owned(),
+            "the token is empty (from --token or FLINT_SERVER_TOKEN, perhaps an unset variable): pass a long random one, e.g. --token \"$(openssl rand -hex 32)\", or leave both out on a loopback address".to_owned(),
         )),
         Some(_) => Ok(()),
         None => match addrs.iter().find(|a| !is_loopback(a.ip())) {

@@ -20,9 +20,9 @@ pub(super) fn server(dir: &Path, command: &ServerCommand) -> Result<Outcome> {
 fn start_server(dir: &Path, start: &ServerStart) -> Result<Outcome> {
     let mut config = ServerConfig::new(dir);
     config.bind.clone_from(&start.bind);
-    // An empty FLINT_SERVER_TOKEN counts as unset, as everywhere in the CLI: on a
-    // non-loopback address the server then refuses to start for want of a token.
-    config.token = start.token.clone().filter(|token| !token.is_empty());
+    // An empty token, from --token or FLINT_SERVER_TOKEN, is refused by the server:
+    // it would protect nothing, and is most likely an unset variable.
+    config.token.clone_from(&start.token);
     config.sync = start.sync.parse()?;
     config.flush_every_ms = start.flush_every_ms;
     config.flush_every_events = start.flush_every_events;
