@@ -248,9 +248,9 @@ impl Server {
         }
         drop(listener);
         tracing::info!("flint server stopping: finishing requests in flight");
-        // Done when every connection has closed, or when no request is being answered
-        // (a connection that is open but silent, kept alive or never used, holds no
-        // decision: it need not hold the stop for the whole grace period).
+        // Done when every connection has closed, or when no request is being answered:
+        // a client stuck halfway through a request's headers holds no decision, and
+        // need not hold the stop for the whole grace period (hyper would wait for it).
         let drained = tokio::time::timeout(config.shutdown_grace, async {
             tokio::select! {
                 () = graceful.shutdown() => {}
