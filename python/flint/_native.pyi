@@ -93,6 +93,13 @@ class Limiter:
         Raises:
             InvalidArgument: A bad key, rate, period or algorithm.
         """
+    def peek(self, key: str, *, cost: int = 1) -> CheckResult:
+        """What :meth:`check` would answer now, consuming and writing nothing.
+
+        Raises:
+            LimitNotFound: The key has no limit.
+            InvalidArgument: ``cost`` is not between 1 and the rate.
+        """
     def check(self, key: str, *, cost: int = 1) -> CheckResult:
         """Check ``key`` and consume ``cost`` units when allowed.
 
@@ -158,6 +165,16 @@ class SharedLimiter:
         Raises:
             InvalidArgument: A bad key, rate, period or algorithm.
             FlintConnectionError: The server could not be reached or did not answer.
+        """
+    def peek(self, key: str, *, cost: int = 1) -> CheckResult:
+        """What :meth:`check` would answer now, consuming nothing (``POST /v1/peek``).
+
+        Raises:
+            LimitNotFound: The key has no limit.
+            InvalidArgument: ``cost`` is not between 1 and the rate.
+            FlintConnectionError: No answer.
+            FlintServerError: The server failed.
+            AuthenticationError: The server refused the token.
         """
     def check(self, key: str, *, cost: int = 1) -> CheckResult:
         """Check ``key`` and consume ``cost`` units when allowed; never sent twice.

@@ -293,11 +293,35 @@ def test_compact_and_flush(any_limiter: AnyLimiter) -> None:
 # -- errors ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_peek_answers_what_check_would_and_consumes_nothing(
+    any_limiter: AnyLimiter, algorithm: str
+) -> None:
+    any_limiter.limit("p", rate=3, per="1h", algorithm=algorithm)
+    for cost in [1, 2, 1, 1]:
+        counted = ["remaining", "allowed", "denied", "allowed_cost", "denied_cost", "last_seen"]
+        before = any_limiter.status("p")
+        peeked = any_limiter.peek("p", cost=cost)
+        assert isinstance(peeked, flint.CheckResult)
+        after = any_limiter.status("p")
+        assert before is not None and after is not None
+        assert [after[f] for f in counted] == [before[f] for f in counted], "a peek changes nothing"
+        checked = any_limiter.check("p", cost=cost)
+        for field in ["allowed", "remaining", "limit", "key", "algorithm", "cost"]:
+            assert getattr(peeked, field) == getattr(checked, field), field
+    assert len(any_limiter.history("p", 100)) == 4, "only the checks are in the history"
+    with pytest.raises(flint.InvalidArgument):
+        any_limiter.peek("p", cost=4)
+    with pytest.raises(flint.InvalidArgument):
+        any_limiter.peek("p", cost=0)
+
+
 def test_an_unknown_key_raises_limit_not_found(any_limiter: AnyLimiter) -> None:
     text = 'no limit is configured for key "nope": '
     any_limiter.limit("known", rate=1, per="1h")
     calls = [
         lambda: any_limiter.check("nope"),
+        lambda: any_limiter.peek("nope"),
         lambda: any_limiter.allow("nope", cost=1),
         lambda: any_limiter.check_all(["known", ("nope", 1)]),
         lambda: any_limiter.allow_all(["known", "nope"]),
@@ -454,6 +478,8 @@ async def test_every_async_method(any_limiter: AnyLimiter) -> None:
     assert len(await any_limiter.ahistory("a", 1)) == 1
     assert (await any_limiter.atop())[0]["key"] == "a"
     assert (await any_limiter.atop("allowed", 1))[0]["key"] == "a"
+    peeked = await any_limiter.apeek("a")
+    assert isinstance(peeked, flint.CheckResult) and not peeked.allowed
     await any_limiter.areset("a")
     assert (await any_limiter.astatus("a"))["remaining"] == 3  # type: ignore[index]
     await any_limiter.aflush()

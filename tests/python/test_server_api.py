@@ -30,6 +30,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/limits/auth:k", None),
     ("DELETE", "/v1/limits/auth:k", None),
     ("POST", "/v1/check", {"key": "auth:k"}),
+    ("POST", "/v1/peek", {"key": "auth:k"}),
     ("POST", "/v1/check-all", {"items": [{"key": "auth:k"}]}),
     ("POST", "/v1/reset", {"key": "auth:k"}),
     ("GET", "/v1/history/auth:k", None),
@@ -209,6 +210,24 @@ def test_check_allowed_then_denied_with_200(api: httpx.Client) -> None:
     assert_error(api.post("/v1/check", json={"key": key, "cost": 3}), 400, "invalid_argument")
     assert_error(api.post("/v1/check", json={"key": key, "cost": 0}), 400, "invalid_argument")
     assert_error(api.post("/v1/check", json={"key": unique("nope")}), 404, "limit_not_found")
+
+
+def test_peek_answers_like_check_and_consumes_nothing(api: httpx.Client) -> None:
+    key = unique("peek")
+    configure(api, key, 2, "1h")
+    peeked = api.post("/v1/peek", json={"key": key, "cost": 2})
+    assert peeked.status_code == 200
+    assert set(peeked.json()) == RESULT_FIELDS
+    assert (peeked.json()["allowed"], peeked.json()["remaining"]) == (True, 0)
+    status = api.get(f"/v1/limits/{quote(key, safe='')}").json()
+    assert (status["remaining"], status["allowed"], status["last_seen"]) == (2, 0, None)
+    check(api, key)
+    check(api, key)
+    denied = api.post("/v1/peek", json={"key": key}).json()
+    assert denied["allowed"] is False and denied["retry_after"] > 0
+    assert api.get(f"/v1/limits/{quote(key, safe='')}").json()["denied"] == 0
+    assert_error(api.post("/v1/peek", json={"key": key, "cost": 3}), 400, "invalid_argument")
+    assert_error(api.post("/v1/peek", json={"key": unique("nope")}), 404, "limit_not_found")
 
 
 def test_check_all_is_all_or_nothing(api: httpx.Client) -> None:

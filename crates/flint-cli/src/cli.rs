@@ -101,6 +101,16 @@ pub enum LimitCommand {
         #[arg(long, default_value_t = 1)]
         cost: u64,
     },
+    /// Show what a check of COST units would answer now, consuming nothing (exit 1
+    /// when it would be denied).
+    Peek {
+        /// The key.
+        #[arg(value_parser = Utf8)]
+        key: String,
+        /// Units the check would ask for.
+        #[arg(long, default_value_t = 1)]
+        cost: u64,
+    },
     /// Check several keys, all or nothing (exit 1 when denied).
     CheckAll {
         /// The keys.

@@ -120,6 +120,33 @@ fn limit_check_exits_0_when_allowed_and_1_when_denied() {
 }
 
 #[test]
+fn limit_peek_answers_like_check_and_consumes_nothing() {
+    let (_tmp, dir) = data_dir();
+    flint(&dir)
+        .args(["limit", "add", "k", "--rate", "2", "--per", "1h"])
+        .assert()
+        .success();
+    let (code, peeked) = json(&dir, &["limit", "peek", "k", "--cost", "2"]);
+    assert_eq!(code, 0, "would be allowed");
+    assert_eq!(
+        (peeked["allowed"].clone(), peeked["remaining"].clone()),
+        (true.into(), 0.into())
+    );
+    let (_, status) = json(&dir, &["limit", "status", "k"]);
+    assert_eq!(status["remaining"], 2, "a peek consumes nothing: {status}");
+    assert_eq!(status["allowed"], 0);
+    flint(&dir)
+        .args(["limit", "check", "k", "--cost", "2"])
+        .assert()
+        .success();
+    let (code, peeked) = json(&dir, &["limit", "peek", "k"]);
+    assert_eq!(code, 1, "would be denied");
+    assert_eq!(peeked["allowed"], false);
+    let (_, status) = json(&dir, &["limit", "status", "k"]);
+    assert_eq!(status["denied"], 0, "a peek counts no denial: {status}");
+}
+
+#[test]
 fn check_all_is_all_or_nothing_with_per_key_costs() {
     let (_tmp, dir) = data_dir();
     flint(&dir)

@@ -535,6 +535,19 @@ impl Limiter {
         self.shared.limit(key, quota)?.wait()
     }
 
+    /// What [`check`](Self::check) would answer now for `cost` units of `key`,
+    /// consuming nothing and writing nothing (no log record, no counter, no history).
+    /// The same validation as `check`: an unknown key or a cost outside
+    /// `1..=rate` is an error.
+    pub fn peek(&self, key: &str, cost: u64) -> Result<Decision> {
+        let core = self.shared.lock_core()?;
+        let now = self.shared.now(&core)?;
+        let (_, entry) = find(&core.registry, key)?;
+        validate_cost(key, cost, &entry.quota)?;
+        let outcome = entry.state.decide(&entry.quota, now, cost);
+        Ok(decision(&entry.quota, outcome, cost))
+    }
+
     /// Checks `key` for `cost` units and consumes them when allowed.
     pub fn check(&self, key: &str, cost: u64) -> Result<Decision> {
         self.shared.check(key, cost)?.wait()

@@ -236,3 +236,35 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+
+    /// `peek` answers exactly what the following `check` decides (allowed, remaining,
+    /// reset, retry), for any cost and any history, and writes nothing: the log, the
+    /// counters and the history are as if it had not been called.
+    #[test]
+    fn peek_equals_the_following_check_and_writes_nothing(
+        algorithm in algorithm(),
+        rate in 1u64..12,
+        per_ms in 1u64..3_000,
+        steps in steps(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let options = Options::default().sync(SyncMode::Batch).clock(clock.clone());
+        let limiter = Limiter::open(dir.path(), options).unwrap();
+        limiter.limit("a", quota(rate, per_ms, algorithm)).unwrap();
+        for step in &steps {
+            clock.advance(step.dt);
+            let cost = step.cost.min(rate);
+            let before = (limiter.status("a").unwrap(), limiter.history("a", 1000).unwrap());
+            let log = limiter.doctor().unwrap().log_bytes;
+            let peeked = limiter.peek("a", cost).unwrap();
+            prop_assert_eq!(limiter.doctor().unwrap().log_bytes, log);
+            prop_assert_eq!(&before, &(limiter.status("a").unwrap(), limiter.history("a", 1000).unwrap()));
+            let checked = limiter.check("a", cost).unwrap();
+            prop_assert_eq!(peeked, checked);
+        }
+    }
+}

@@ -610,3 +610,34 @@ fn stats_count_keys_syncs_pending_events_and_compactions() {
     assert_eq!(compacted.compactions, 1);
     assert!(compacted.snapshot_bytes > 0);
 }
+
+#[test]
+fn peek_validates_like_check_and_never_records() {
+    let (_tmp, _dir, limiter, _clock) = open(SyncMode::Always);
+    assert!(matches!(
+        limiter.peek("nope", 1),
+        Err(Error::LimitNotFound { .. })
+    ));
+    limiter
+        .limit("k", quota(3, "1h", Algorithm::SlidingWindowLog))
+        .unwrap();
+    assert!(matches!(
+        limiter.peek("k", 0),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        limiter.peek("k", 4),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let log = log_len(&limiter);
+    let peeked = limiter.peek("k", 3).unwrap();
+    assert!(peeked.allowed);
+    assert_eq!(
+        peeked.remaining, 0,
+        "what is left after it, were it checked"
+    );
+    assert_eq!(log_len(&limiter), log, "a peek writes nothing");
+    let status = limiter.status("k").unwrap().unwrap();
+    assert_eq!((status.remaining, status.counters.allowed), (3, 0));
+    assert!(limiter.history("k", 10).unwrap().is_empty());
+}

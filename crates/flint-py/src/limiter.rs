@@ -297,6 +297,23 @@ impl PyLimiter {
         Ok(change_name(change))
     }
 
+    /// What `check` would answer now for `cost` units of `key`, consuming nothing
+    /// and writing nothing.
+    #[pyo3(signature = (key, *, cost=None))]
+    fn peek(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        cost: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyCheckResult> {
+        let (key, cost) = convert::key_and_cost(key, cost)?;
+        let engine = self.engine(py)?;
+        let decision = py
+            .detach(|| engine.peek(&key, cost))
+            .map_err(|e| to_py(py, e))?;
+        Ok(PyCheckResult::new(key, &decision))
+    }
+
     /// Checks `key` for `cost` units, consuming them when allowed.
     #[pyo3(signature = (key, *, cost=None))]
     fn check(

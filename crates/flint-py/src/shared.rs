@@ -184,6 +184,22 @@ impl PySharedLimiter {
         }
     }
 
+    /// What `check` would answer now for `cost` units of `key`, consuming nothing.
+    #[pyo3(signature = (key, *, cost=None))]
+    fn peek(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        cost: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyCheckResult> {
+        let (key, cost) = convert::key_and_cost(key, cost)?;
+        let client = self.client(py)?;
+        let result = py
+            .detach(|| client.peek(&key, cost))
+            .map_err(|e| client_to_py(py, &e))?;
+        PyCheckResult::from_api(py, result, &self.url)
+    }
+
     /// Checks `key` for `cost` units, consuming them when allowed.
     #[pyo3(signature = (key, *, cost=None))]
     fn check(

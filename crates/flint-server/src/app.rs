@@ -342,6 +342,17 @@ async fn check(
     Ok(Json(CheckResult::new(&request.key, &decision)))
 }
 
+/// What a check would answer now, consuming nothing and writing nothing.
+#[utoipa::path(post, path = "/v1/peek", tag = "checks", request_body = CheckRequest,
+    responses((status = 200, body = CheckResult), Failures))]
+async fn peek(
+    State(state): State<AppState>,
+    Body(request): Body<CheckRequest>,
+) -> Result<Json<CheckResult>, ApiError> {
+    let decision = state.limiter().peek(&request.key, request.cost)?;
+    Ok(Json(CheckResult::new(&request.key, &decision)))
+}
+
 /// Check several keys, all or nothing.
 #[utoipa::path(post, path = "/v1/check-all", tag = "checks", request_body = CheckAllRequest,
     responses((status = 200, body = CheckAllResult), Failures))]
@@ -627,6 +638,7 @@ fn documented() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_limits, configure))
         .routes(routes!(limit_status, remove_limit))
         .routes(routes!(check))
+        .routes(routes!(peek))
         .routes(routes!(check_all))
         .routes(routes!(reset))
         .routes(routes!(history))

@@ -323,6 +323,16 @@ impl Client {
         self.post("/v1/check", &body, Some(key))
     }
 
+    /// `POST /v1/peek`: what a check of `cost` units of `key` would answer now,
+    /// consuming nothing. Sent once, like every POST.
+    pub fn peek(&self, key: &str, cost: u64) -> Result<CheckResult> {
+        let body = CheckRequest {
+            key: key.to_owned(),
+            cost,
+        };
+        self.post("/v1/peek", &body, Some(key))
+    }
+
     /// `POST /v1/check-all`: checks several keys, all or nothing (duplicate keys'
     /// costs are summed).
     pub fn check_all(&self, items: &[(&str, u64)]) -> Result<CheckAllResult> {

@@ -45,6 +45,10 @@ pub(super) fn limit(place: Place<'_>, json: bool, command: &LimitCommand) -> Res
             let result = target.check(key, *cost)?;
             Outcome::render(json, &result, !result.allowed)
         }
+        LimitCommand::Peek { key, cost } => {
+            let result = target.peek(key, *cost)?;
+            Outcome::render(json, &result, !result.allowed)
+        }
         LimitCommand::CheckAll { keys, costs } => {
             let items = check_all_items(keys, costs)?;
             let borrowed: Vec<(&str, u64)> = items.iter().map(|(k, c)| (k.as_str(), *c)).collect();

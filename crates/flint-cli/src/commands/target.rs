@@ -89,6 +89,17 @@ impl Target {
         }
     }
 
+    /// What a check of `cost` units of `key` would answer now; consumes nothing.
+    pub(crate) fn peek(&self, key: &str, cost: u64) -> Result<api::CheckResult> {
+        match self {
+            Target::Local(limiter) => {
+                let decision = limiter.peek(key, cost).map_err(engine)?;
+                Ok(api::CheckResult::new(key, &decision))
+            }
+            Target::Remote(client) => client.peek(key, cost).map_err(remote),
+        }
+    }
+
     /// Checks every item, all or nothing.
     pub(crate) fn check_all(&self, items: &[(&str, u64)]) -> Result<api::CheckAllResult> {
         match self {
