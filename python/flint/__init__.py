@@ -25,7 +25,9 @@ import atexit
 import builtins
 import functools
 import inspect
+import math
 import os
+import time
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any, Callable, Literal, Protocol, TypeVar
@@ -121,6 +123,60 @@ class _Operations(Protocol):
     def close(self) -> None: ...
 
 
+def _wait_limit(key: str, timeout: object) -> float | None:
+    """``timeout`` of :meth:`acquire` as seconds (``None``: no limit), or why not."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    error = InvalidArgument(
+        f"timeout {timeout!r} for key {key!r} is invalid: pass a number of seconds "
+        "(0 or more, such as 2.5), or None to wait until the units are granted"
+    )
+    error.key = key
+    raise error
+
+
+def _acquire(ops: _Operations, key: str, cost: int, timeout: object) -> CheckResult:
+    """Waits for ``cost`` units of ``key``: peeks (recording nothing), sleeps the
+    ``retry_after`` it names, and checks once the units are there. When the wait would
+    outlast ``timeout``, makes the check now, which records the refusal (or, if the
+    units came back meanwhile, is allowed)."""
+    limit = _wait_limit(key, timeout)
+    deadline = None if limit is None else time.monotonic() + limit
+    while True:
+        seen = ops.peek(key, cost=cost)
+        if seen.allowed:
+            result = ops.check(key, cost=cost)
+            if result.allowed:
+                return result
+            continue  # another caller took the units first: look again
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and seen.retry_after > left:
+            return ops.check(key, cost=cost)
+        time.sleep(seen.retry_after)
+
+
+async def _aacquire(ops: _Operations, key: str, cost: int, timeout: object) -> CheckResult:
+    """:func:`_acquire` without blocking the loop: the calls run in the executor and
+    the waits are ``asyncio.sleep``."""
+    limit = _wait_limit(key, timeout)
+    deadline = None if limit is None else time.monotonic() + limit
+    while True:
+        seen = await _in_executor(ops.peek, key, cost=cost)
+        if seen.allowed:
+            result = await _in_executor(ops.check, key, cost=cost)
+            if result.allowed:
+                return result
+            continue
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and seen.retry_after > left:
+            return await _in_executor(ops.check, key, cost=cost)
+        await asyncio.sleep(seen.retry_after)
+
+
 class _LimiterApi:
     """What :class:`Limiter` and :class:`SharedLimiter` add in Python to their native
     methods, written once for both: the context manager, the ``rate_limit`` decorator
@@ -133,6 +189,27 @@ class _LimiterApi:
     def __exit__(self: _Operations, *exc: object) -> None:
         self.close()
 
+    # -- waiting for units ----------------------------------------------------------
+
+    def acquire(
+        self: _Operations, key: str, *, cost: int = 1, timeout: float | None = None
+    ) -> CheckResult:
+        """Wait until ``cost`` units of ``key`` are granted, or ``timeout`` seconds pass.
+
+        Returns the allowed result, or, when the units cannot come in time, the denied
+        result of a check made then (it counts one denial). Waits the ``retry_after``
+        the limiter names rather than polling; ``timeout=None`` waits as long as it
+        takes. A wait longer than what is left of ``timeout`` is not started: the call
+        returns the denial at once.
+        """
+        return _acquire(self, key, cost, timeout)
+
+    async def aacquire(
+        self: _Operations, key: str, *, cost: int = 1, timeout: float | None = None
+    ) -> CheckResult:
+        """Async :meth:`acquire`: sleeps with ``asyncio.sleep``, never blocks the loop."""
+        return await _aacquire(self, key, cost, timeout)
+
     # -- the decorator -----------------------------------------------------------
 
     def rate_limit(
@@ -143,15 +220,33 @@ class _LimiterApi:
         per: Any,
         algorithm: str = "token_bucket",
         cost: int = 1,
+        wait: bool | float = False,
     ) -> Callable[[F], F]:
         """Configure a limit now and check it on every call of the decorated function.
 
         Over the limit the call raises :class:`RateLimitExceeded` and the function does
-        not run. Works on functions, methods and ``async def`` functions (the async
-        form checks in the event loop's executor and never blocks the loop).
+        not run. With ``wait=True`` the call waits for the units instead (as
+        :meth:`acquire`), and with ``wait=seconds`` waits at most that long before
+        raising. Works on functions, methods and ``async def`` functions (the async
+        form checks in the event loop's executor and sleeps with ``asyncio.sleep``;
+        it never blocks the loop).
         """
+        if wait is not False:
+            # Refused now, at decoration, rather than at the first call.
+            _wait_limit(key, None if wait is True else wait)
         self.limit(key, rate=rate, per=per, algorithm=algorithm)
-        check = self.check
+        ops = self
+        timeout = None if wait is True else wait
+
+        def check(key: str, *, cost: int) -> CheckResult:
+            if wait is False:
+                return ops.check(key, cost=cost)
+            return _acquire(ops, key, cost, timeout)
+
+        async def acheck(key: str, *, cost: int) -> CheckResult:
+            if wait is False:
+                return await _in_executor(ops.check, key, cost=cost)
+            return await _aacquire(ops, key, cost, timeout)
 
         def exceeded(result: CheckResult) -> RateLimitExceeded:
             return RateLimitExceeded(key, result.remaining, result.reset_at, result.retry_after)
@@ -161,7 +256,7 @@ class _LimiterApi:
 
                 @functools.wraps(function)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    result = await _in_executor(check, key, cost=cost)
+                    result = await acheck(key, cost=cost)
                     if not result.allowed:
                         raise exceeded(result)
                     return await function(*args, **kwargs)

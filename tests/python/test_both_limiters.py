@@ -316,6 +316,74 @@ def test_peek_answers_what_check_would_and_consumes_nothing(
         any_limiter.peek("p", cost=0)
 
 
+def test_acquire_waits_for_the_units_and_records_no_denial_meanwhile(
+    any_limiter: AnyLimiter,
+) -> None:
+    any_limiter.limit("w", rate=4, per="1s")  # one unit back every 250 ms
+    assert any_limiter.check("w", cost=4).allowed
+    result = any_limiter.acquire("w", cost=1, timeout=5)
+    assert isinstance(result, flint.CheckResult) and result.allowed
+    status = any_limiter.status("w")
+    assert status is not None
+    assert (status["allowed"], status["denied"]) == (2, 0), "the wait peeks, records nothing"
+
+
+def test_acquire_gives_up_at_once_when_the_wait_would_outlast_the_timeout(
+    any_limiter: AnyLimiter,
+) -> None:
+    any_limiter.limit("slow", rate=1, per="1h")
+    assert any_limiter.check("slow").allowed
+    result = any_limiter.acquire("slow", timeout=0.5)
+    assert not result.allowed and result.retry_after > 0.5
+    status = any_limiter.status("slow")
+    assert status is not None and status["denied"] == 1, "the refusal is counted once"
+    for bad in [-1, float("nan"), "1s", True]:
+        with pytest.raises(flint.InvalidArgument) as caught:
+            any_limiter.acquire("slow", timeout=bad)  # type: ignore[arg-type]
+        assert "timeout" in str(caught.value) and caught.value.key == "slow"
+
+
+async def test_aacquire_sleeps_without_blocking_the_loop(any_limiter: AnyLimiter) -> None:
+    any_limiter.limit("aw", rate=4, per="1s")
+    assert any_limiter.check("aw", cost=4).allowed
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    result = await any_limiter.aacquire("aw", cost=2, timeout=5)
+    done = True
+    await task
+    assert result.allowed
+    assert ticks >= 5, "the loop kept running while aacquire waited"
+
+
+def test_rate_limit_with_wait(any_limiter: AnyLimiter) -> None:
+    calls = []
+
+    @any_limiter.rate_limit("dw", rate=4, per="1s", wait=True)
+    def waits() -> None:
+        calls.append("waits")
+
+    @any_limiter.rate_limit("dn", rate=1, per="1h", wait=0.2)
+    def gives_up() -> None:
+        calls.append("gives_up")
+
+    for _ in range(5):  # the fifth waits for a unit to come back
+        waits()
+    gives_up()
+    with pytest.raises(flint.RateLimitExceeded):
+        gives_up()
+    assert calls == ["waits"] * 5 + ["gives_up"]
+    with pytest.raises(flint.InvalidArgument):
+        any_limiter.rate_limit("bad", rate=1, per="1h", wait=-1)
+
+
 def test_an_unknown_key_raises_limit_not_found(any_limiter: AnyLimiter) -> None:
     text = 'no limit is configured for key "nope": '
     any_limiter.limit("known", rate=1, per="1h")

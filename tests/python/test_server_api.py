@@ -31,6 +31,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("DELETE", "/v1/limits/auth:k", None),
     ("POST", "/v1/check", {"key": "auth:k"}),
     ("POST", "/v1/peek", {"key": "auth:k"}),
+    ("POST", "/v1/acquire", {"key": "auth:k", "timeout": 0}),
     ("POST", "/v1/check-all", {"items": [{"key": "auth:k"}]}),
     ("POST", "/v1/reset", {"key": "auth:k"}),
     ("GET", "/v1/history/auth:k", None),
@@ -228,6 +229,25 @@ def test_peek_answers_like_check_and_consumes_nothing(api: httpx.Client) -> None
     assert api.get(f"/v1/limits/{quote(key, safe='')}").json()["denied"] == 0
     assert_error(api.post("/v1/peek", json={"key": key, "cost": 3}), 400, "invalid_argument")
     assert_error(api.post("/v1/peek", json={"key": unique("nope")}), 404, "limit_not_found")
+
+
+def test_acquire_waits_server_side_then_answers(api: httpx.Client) -> None:
+    key = unique("acq")
+    configure(api, key, 4, "1s")
+    assert api.post("/v1/check", json={"key": key, "cost": 4}).json()["allowed"] is True
+    waited = api.post("/v1/acquire", json={"key": key, "cost": 1, "timeout": 5})
+    assert waited.status_code == 200 and waited.json()["allowed"] is True
+    assert set(waited.json()) == RESULT_FIELDS
+    status = api.get(f"/v1/limits/{quote(key, safe='')}").json()
+    assert (status["allowed"], status["denied"]) == (2, 0)
+    slow = unique("acq-slow")
+    configure(api, slow, 1, "1h")
+    check(api, slow)
+    refused = api.post("/v1/acquire", json={"key": slow, "timeout": 0.2})
+    assert refused.status_code == 200 and refused.json()["allowed"] is False
+    negative = api.post("/v1/acquire", json={"key": slow, "timeout": -1})
+    assert_error(negative, 400, "invalid_argument")
+    assert_error(api.post("/v1/acquire", json={"key": unique("nope")}), 404, "limit_not_found")
 
 
 def test_check_all_is_all_or_nothing(api: httpx.Client) -> None:

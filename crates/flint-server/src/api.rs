@@ -74,6 +74,24 @@ fn one() -> u64 {
     1
 }
 
+/// `POST /v1/acquire`: wait until `cost` units are granted or `timeout` passes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireRequest {
+    /// The key.
+    #[schema(example = "api:user-42")]
+    pub key: String,
+    /// Units to consume (default 1; at most the limit's rate).
+    #[serde(default = "one")]
+    #[schema(example = 1, minimum = 1, default = 1)]
+    pub cost: u64,
+    /// The longest to wait, in seconds (default and cap: the server's request timeout
+    /// less one second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 2.5, minimum = 0)]
+    pub timeout: Option<f64>,
+}
+
 /// The outcome of a check: a denial is `200` with `allowed: false`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CheckResult {

@@ -24,9 +24,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{
-    self, change_name, code, CheckAllRequest, CheckAllResult, CheckRequest, CheckResult, Compacted,
-    Doctor, Done, ErrorBody, Health, History, HistoryEntry, HistoryQuery, KeyRequest, KeyStatus,
-    LimitList, LimitRequest, LimitResponse, ListQuery, Top, TopQuery,
+    self, change_name, code, AcquireRequest, CheckAllRequest, CheckAllResult, CheckRequest,
+    CheckResult, Compacted, Doctor, Done, ErrorBody, Health, History, HistoryEntry, HistoryQuery,
+    KeyRequest, KeyStatus, LimitList, LimitRequest, LimitResponse, ListQuery, Top, TopQuery,
 };
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
@@ -353,6 +353,50 @@ async fn peek(
     Ok(Json(CheckResult::new(&request.key, &decision)))
 }
 
+/// Wait until `cost` units are granted, or `timeout` seconds pass (then the denied
+/// result). The server peeks, recording nothing, sleeps the `retry_after` it names,
+/// and checks once the units are there; a check made when the wait would outlast the
+/// timeout records the refusal. The wait is capped at the request timeout less 1 s.
+#[utoipa::path(post, path = "/v1/acquire", tag = "checks", request_body = AcquireRequest,
+    responses((status = 200, body = CheckResult), Failures))]
+async fn acquire(
+    State(state): State<AppState>,
+    Body(request): Body<AcquireRequest>,
+) -> Result<Json<CheckResult>, ApiError> {
+    let cap = state
+        .inner
+        .options
+        .request_timeout
+        .saturating_sub(Duration::from_secs(1));
+    let limit = match request.timeout {
+        None => cap,
+        Some(t) if t.is_finite() && t >= 0.0 => Duration::from_secs_f64(t.min(1e9)).min(cap),
+        Some(t) => {
+            return Err(ApiError::invalid(format!(
+                "timeout {t} for key {:?} is invalid: pass a number of seconds, 0 or more (such as 2.5), or leave it out to wait up to {} s",
+                request.key,
+                cap.as_secs()
+            )))
+        }
+    };
+    let deadline = Instant::now() + limit;
+    let (key, cost) = (request.key.as_str(), request.cost);
+    loop {
+        let seen = state.limiter().peek(key, cost)?;
+        let wait = Duration::from_nanos(seen.retry_after);
+        if seen.allowed || Instant::now() + wait > deadline {
+            let decision = state.durable(|d| d.check(key, cost)).await?;
+            if decision.allowed || !seen.allowed {
+                state.metrics().checked(decision.allowed, 1);
+                return Ok(Json(CheckResult::new(key, &decision)));
+            }
+            // Another caller took the units first: look again.
+            continue;
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// Check several keys, all or nothing.
 #[utoipa::path(post, path = "/v1/check-all", tag = "checks", request_body = CheckAllRequest,
     responses((status = 200, body = CheckAllResult), Failures))]
@@ -639,6 +683,7 @@ fn documented() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(limit_status, remove_limit))
         .routes(routes!(check))
         .routes(routes!(peek))
+        .routes(routes!(acquire))
         .routes(routes!(check_all))
         .routes(routes!(reset))
         .routes(routes!(history))
