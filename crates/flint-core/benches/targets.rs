@@ -127,6 +127,7 @@ fn main() {
         ratio: format!("{:.1}×", decision / lookup),
         goal: "≤ 100 ns",
     });
+    let decision_ns = decision;
 
     // 2. sync=batch check vs one write(2) per event.
     let batch = Limiter::open(tmp.path().join("batch"), options(SyncMode::Batch, &clock)).unwrap();
@@ -139,12 +140,23 @@ fn main() {
         black_box(batch.check("k", 1).unwrap());
     });
     let record_bytes = (batch.doctor().unwrap().log_bytes - before) as f64 / (5 * n) as f64;
+    // peek: the decision of a check, under the state lock, with nothing written.
+    let peek = ns_per_op(n, |_| {
+        black_box(batch.peek("k", 1).unwrap());
+    });
     batch.close().unwrap();
     let mut raw = OpenOptions::new()
         .create(true)
         .append(true)
         .open(tmp.path().join("raw-write"))
         .unwrap();
+    rows.push(Row {
+        target: "peek (no record, no counter)",
+        measured: fmt_ns(peek),
+        baseline: format!("{} (in-memory decision)", fmt_ns(decision_ns)),
+        ratio: format!("{:.1}×", peek / decision_ns),
+        goal: "≤ decision + the door's overhead (lock, clock, lookup)",
+    });
     let record = [0u8; 29];
     let write_syscall = ns_per_op(200_000, |_| raw.write_all(&record).unwrap());
     rows.push(Row {
