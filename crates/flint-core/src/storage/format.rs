@@ -55,6 +55,9 @@ pub mod kind {
     /// An all-or-nothing check of several keys, with a flags byte per key saying
     /// whether it lacked room. Since log version 2.
     pub const CHECK_ALL_PER_KEY: u8 = 8;
+    /// Units consumed earlier were given back (a refund that changed the key's state;
+    /// one that changed nothing is not written). Since log version 2 (Flint 0.3).
+    pub const REFUND: u8 = 9;
 }
 
 /// Flags of one key of a [`kind::CHECK_ALL_PER_KEY`] record. Persisted.
