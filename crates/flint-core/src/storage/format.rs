@@ -56,7 +56,8 @@ pub mod kind {
     /// whether it lacked room. Since log version 2.
     pub const CHECK_ALL_PER_KEY: u8 = 8;
     /// Units consumed earlier were given back (a refund that changed the key's state;
-    /// one that changed nothing is not written). Since log version 2 (Flint 0.3).
+    /// one that changed nothing is not written). Added within log version 2 (earlier
+    /// version 2 builds refuse it as an unknown kind).
     pub const REFUND: u8 = 9;
 }
 
