@@ -306,7 +306,8 @@ def test_refund_gives_units_back_and_rejects_bad_costs(api: httpx.Client) -> Non
     full = api.post("/v1/refund", json={"key": key, "cost": 3})
     assert full.json() == {"ok": True}, "at full capacity: allowed, changes nothing"
     assert api.get(path).json()["remaining"] == 3
-    error = assert_error(api.post("/v1/refund", json={"key": key, "cost": 4}), 400, "invalid_argument")
+    too_much = api.post("/v1/refund", json={"key": key, "cost": 4})
+    error = assert_error(too_much, 400, "invalid_argument")
     assert "refund cost 4" in error["message"] and key in error["message"]
     assert_error(api.post("/v1/refund", json={"key": key, "cost": 0}), 400, "invalid_argument")
     assert_error(api.post("/v1/refund", json={"key": unique("nope")}), 404, "limit_not_found")

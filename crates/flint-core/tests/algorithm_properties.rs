@@ -425,7 +425,7 @@ proptest! {
             if op.refund {
                 state.refund(&q, now, cost);
                 let given = model.refund(now, cost);
-                ledger.push((now, -(given as i128)));
+                ledger.push((now, -i128::try_from(given).unwrap()));
             } else if state.decide(&q, now, cost).allowed {
                 state.consume(&q, now, cost);
                 model.admit(now, cost);
