@@ -120,6 +120,21 @@ class Limiter:
         """Like :meth:`check_all`, returning only whether it was allowed."""
     def reset(self, key: str) -> None:
         """Put ``key`` back to full capacity (counters and history are kept)."""
+    def refund(self, key: str, *, cost: int = 1) -> None:
+        """Give back ``cost`` units consumed earlier (a request that failed and should
+        not count), never beyond full capacity.
+
+        A token bucket gets the units back, capped at its capacity; a fixed window
+        counter subtracts them from the current window; a sliding window log removes
+        them from its most recent events inside the window, newest first. Counters and
+        history are unchanged (they keep what was admitted). Logged and replayed; with
+        ``sync="always"`` it returns once on disk. On a key at full capacity it changes
+        and writes nothing.
+
+        Raises:
+            LimitNotFound: The key has no limit.
+            InvalidArgument: ``cost`` is not between 1 and the rate.
+        """
     def remove(self, key: str) -> None:
         """Delete the limit of ``key``."""
     def status(self, key: str) -> dict[str, Any] | None:
@@ -194,6 +209,17 @@ class SharedLimiter:
         """Like :meth:`check_all`, returning only whether it was allowed."""
     def reset(self, key: str) -> None:
         """Put ``key`` back to full capacity."""
+    def refund(self, key: str, *, cost: int = 1) -> None:
+        """Give back ``cost`` units consumed earlier, never beyond full capacity
+        (``POST /v1/refund``; never sent twice). See :meth:`Limiter.refund`.
+
+        Raises:
+            LimitNotFound: The key has no limit.
+            InvalidArgument: ``cost`` is not between 1 and the rate.
+            FlintConnectionError: No answer.
+            FlintServerError: The server failed.
+            AuthenticationError: The server refused the token.
+        """
     def remove(self, key: str) -> None:
         """Delete the limit of ``key``."""
     def status(self, key: str) -> dict[str, Any] | None:

@@ -180,6 +180,35 @@ def test_reset_refills_and_keeps_counters(any_limiter: AnyLimiter) -> None:
     assert any_limiter.check("k", cost=2).allowed
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_refund_gives_units_back_up_to_full_capacity(
+    any_limiter: AnyLimiter, algorithm: str
+) -> None:
+    any_limiter.limit("r", rate=3, per="1h", algorithm=algorithm)
+    assert any_limiter.check("r", cost=3).allowed
+    assert not any_limiter.allow("r")
+    assert any_limiter.refund("r", cost=2) is None
+    status = any_limiter.status("r")
+    assert status is not None
+    assert status["remaining"] == 2
+    counted = [status[f] for f in ["allowed", "denied", "allowed_cost", "denied_cost"]]
+    assert counted == [1, 1, 3, 1], "counters keep what was admitted and denied"
+    assert len(any_limiter.history("r")) == 2, "a refund is not a decision"
+    assert any_limiter.check("r", cost=2).allowed
+    any_limiter.refund("r")
+    assert any_limiter.status("r")["remaining"] == 1  # type: ignore[index]
+    # Never beyond full capacity, and at full capacity nothing changes.
+    any_limiter.refund("r", cost=3)
+    any_limiter.refund("r", cost=3)
+    assert any_limiter.status("r")["remaining"] == 3  # type: ignore[index]
+    assert any_limiter.check("r", cost=3).allowed
+    assert not any_limiter.allow("r")
+    for cost in (0, 4):
+        with pytest.raises(flint.InvalidArgument):
+            any_limiter.refund("r", cost=cost)
+    assert any_limiter.status("r")["remaining"] == 0  # type: ignore[index]
+
+
 def test_remove_deletes_the_limit(any_limiter: AnyLimiter) -> None:
     any_limiter.limit("k", rate=2, per="1h")
     any_limiter.check("k")
@@ -394,6 +423,8 @@ def test_an_unknown_key_raises_limit_not_found(any_limiter: AnyLimiter) -> None:
         lambda: any_limiter.check_all(["known", ("nope", 1)]),
         lambda: any_limiter.allow_all(["known", "nope"]),
         lambda: any_limiter.reset("nope"),
+        lambda: any_limiter.refund("nope"),
+        lambda: any_limiter.refund("nope", cost=2),
         lambda: any_limiter.remove("nope"),
         lambda: any_limiter.history("nope"),
     ]
@@ -442,6 +473,13 @@ def test_an_unknown_key_raises_limit_not_found(any_limiter: AnyLimiter) -> None:
             'cost 11 for key "k" is invalid: the cost must be between 1 and the limit\'s rate (10)',
         ),
         (lambda lim: lim.check_all([("k", 11)]), 'cost 11 for key "k" is invalid'),
+        (lambda lim: lim.refund("k", cost=0), 'cost 0 for key "k" is not positive'),
+        (lambda lim: lim.refund("k", cost=True), 'cost True for key "k" is a bool'),
+        (
+            lambda lim: lim.refund("k", cost=11),
+            'refund cost 11 for key "k" is invalid: the cost must be between 1 and the '
+            "limit's rate (10)",
+        ),
         (lambda lim: lim.check_all("k"), "check_all() takes a list of items, not a single item"),
         (lambda lim: lim.check_all([("k", 1, 2)]), "check_all() item 0 is ('k', 1, 2)"),
         (lambda lim: lim.history("k", -1), 'limit -1 for key "k" is negative'),
@@ -474,6 +512,7 @@ def test_messages_match_between_the_two(tmp_path, flint_server) -> None:  # type
         lambda lim: lim.limit("k", rate=1, per="1h", algorithm="leaky"),
         lambda lim: lim.check("k", cost=11),
         lambda lim: lim.check_all([("k", 5), ("k", 6)]),
+        lambda lim: lim.refund("k", cost=11),
         lambda lim: lim.top("nope"),
     ]
     with flint.Limiter(tmp_path / ".flint") as embedded, shared_limiter(flint_server) as remote:
@@ -548,6 +587,11 @@ async def test_every_async_method(any_limiter: AnyLimiter) -> None:
     assert (await any_limiter.atop("allowed", 1))[0]["key"] == "a"
     peeked = await any_limiter.apeek("a")
     assert isinstance(peeked, flint.CheckResult) and not peeked.allowed
+    assert await any_limiter.arefund("a", cost=2) is None
+    assert (await any_limiter.astatus("a"))["remaining"] == 2  # type: ignore[index]
+    await any_limiter.arefund("a")
+    assert (await any_limiter.astatus("a"))["remaining"] == 3  # type: ignore[index]
+    await any_limiter.acheck("a", cost=3)
     await any_limiter.areset("a")
     assert (await any_limiter.astatus("a"))["remaining"] == 3  # type: ignore[index]
     await any_limiter.aflush()

@@ -34,6 +34,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/acquire", {"key": "auth:k", "timeout": 0}),
     ("POST", "/v1/check-all", {"items": [{"key": "auth:k"}]}),
     ("POST", "/v1/reset", {"key": "auth:k"}),
+    ("POST", "/v1/refund", {"key": "auth:k"}),
     ("GET", "/v1/history/auth:k", None),
     ("GET", "/v1/top", None),
     ("POST", "/v1/log/flush", None),
@@ -310,6 +311,29 @@ def test_reset_restores_full_capacity(api: httpx.Client) -> None:
     assert_error(api.post("/v1/reset", json={"key": unique("nope")}), 404, "limit_not_found")
 
 
+def test_refund_gives_units_back_and_rejects_bad_costs(api: httpx.Client) -> None:
+    key = unique("refund")
+    path = f"/v1/limits/{quote(key, safe='')}"
+    configure(api, key, 3, algorithm="sliding_window_log")
+    check(api, key, cost=3)
+    response = api.post("/v1/refund", json={"key": key, "cost": 2})
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}
+    status = api.get(path).json()
+    assert (status["remaining"], status["allowed"], status["allowed_cost"]) == (2, 1, 3)
+    assert api.post("/v1/refund", json={"key": key}).json() == {"ok": True}, "cost defaults to 1"
+    assert api.get(path).json()["remaining"] == 3
+    full = api.post("/v1/refund", json={"key": key, "cost": 3})
+    assert full.json() == {"ok": True}, "at full capacity: allowed, changes nothing"
+    assert api.get(path).json()["remaining"] == 3
+    too_much = api.post("/v1/refund", json={"key": key, "cost": 4})
+    error = assert_error(too_much, 400, "invalid_argument")
+    assert "refund cost 4" in error["message"] and key in error["message"]
+    assert_error(api.post("/v1/refund", json={"key": key, "cost": 0}), 400, "invalid_argument")
+    assert_error(api.post("/v1/refund", json={"key": unique("nope")}), 404, "limit_not_found")
+    assert len(api.get(f"/v1/history/{quote(key, safe='')}").json()["events"]) == 1
+
+
 def test_history_is_oldest_first_and_limited(api: httpx.Client) -> None:
     key = unique("hist")
     configure(api, key, 3)
@@ -571,6 +595,11 @@ def test_malformed_json_and_content_types(api: httpx.Client) -> None:
         ("/v1/reset", {}),
         ("/v1/reset", {"key": 1}),
         ("/v1/reset", {"key": "x", "hard": True}),
+        ("/v1/refund", ["x", 1]),
+        ("/v1/refund", {}),
+        ("/v1/refund", {"key": "x", "cost": 0.5}),
+        ("/v1/refund", {"key": "x", "cost": -1}),
+        ("/v1/refund", {"key": "x", "units": 1}),
     ],
 )
 def test_bad_bodies_are_400_json(api: httpx.Client, path: str, body: Any) -> None:

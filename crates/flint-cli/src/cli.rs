@@ -138,6 +138,16 @@ pub enum LimitCommand {
         #[arg(value_parser = Utf8)]
         key: String,
     },
+    /// Give back COST units consumed earlier (a request that failed and should not
+    /// count); never beyond full capacity.
+    Refund {
+        /// The key.
+        #[arg(value_parser = Utf8)]
+        key: String,
+        /// Units to give back.
+        #[arg(long, default_value_t = 1)]
+        cost: u64,
+    },
     /// Delete a key's limit.
     Remove {
         /// The key.

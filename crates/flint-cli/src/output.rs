@@ -296,6 +296,31 @@ impl Human for ResetOutput {
     }
 }
 
+/// `flint limit refund`: the API's [`api::Done`], the key, the cost given back and
+/// `"refunded": true`.
+#[derive(Debug, Serialize)]
+pub struct RefundOutput {
+    /// The key.
+    pub key: String,
+    /// The units asked to give back (a key never goes beyond full capacity).
+    pub cost: u64,
+    /// Always true.
+    pub refunded: bool,
+    /// The API's answer.
+    #[serde(flatten)]
+    pub done: api::Done,
+}
+
+impl Human for RefundOutput {
+    fn human(&self, _now: UnixNanos) -> String {
+        let units = if self.cost == 1 { "unit" } else { "units" };
+        format!(
+            "refunded {}: {} {units} given back (never beyond full capacity)\n",
+            self.key, self.cost
+        )
+    }
+}
+
 /// `flint limit remove`: the API's [`api::Done`], the key, and `"removed": true`.
 #[derive(Debug, Serialize)]
 pub struct RemoveOutput {

@@ -147,6 +147,69 @@ fn limit_peek_answers_like_check_and_consumes_nothing() {
 }
 
 #[test]
+fn limit_refund_gives_units_back_and_rejects_bad_costs() {
+    let (_tmp, dir) = data_dir();
+    flint(&dir)
+        .args([
+            "limit",
+            "add",
+            "k",
+            "--rate",
+            "3",
+            "--per",
+            "1h",
+            "--algorithm",
+            "fixed_window_counter",
+        ])
+        .assert()
+        .success();
+    flint(&dir)
+        .args(["limit", "check", "k", "--cost", "3"])
+        .assert()
+        .success();
+    let (code, refunded) = json(&dir, &["limit", "refund", "k", "--cost", "2"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        refunded,
+        serde_json::json!({"key": "k", "cost": 2, "refunded": true, "ok": true})
+    );
+    let (_, status) = json(&dir, &["limit", "status", "k"]);
+    assert_eq!(status["remaining"], 2, "{status}");
+    assert_eq!(
+        (status["allowed"].clone(), status["allowed_cost"].clone()),
+        (1.into(), 3.into()),
+        "counters keep what was admitted: {status}"
+    );
+    let output = flint(&dir).args(["limit", "refund", "k"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        stdout,
+        "refunded k: 1 unit given back (never beyond full capacity)\n"
+    );
+    // At full capacity: allowed, changes nothing.
+    flint(&dir)
+        .args(["limit", "refund", "k", "--cost", "3"])
+        .assert()
+        .success();
+    let (_, status) = json(&dir, &["limit", "status", "k"]);
+    assert_eq!(status["remaining"], 3, "{status}");
+    let output = flint(&dir)
+        .args(["limit", "refund", "k", "--cost", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("refund cost 4 for key \"k\""), "{stderr}");
+    let output = flint(&dir)
+        .args(["limit", "refund", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_of(&output).contains("\"nope\""));
+}
+
+#[test]
 fn check_all_is_all_or_nothing_with_per_key_costs() {
     let (_tmp, dir) = data_dir();
     flint(&dir)

@@ -290,6 +290,19 @@ fn validate_cost(key: &str, cost: u64, quota: &Quota) -> Result<()> {
     Ok(())
 }
 
+fn validate_refund(key: &str, cost: u64, quota: &Quota) -> Result<()> {
+    if cost == 0 || cost > quota.rate() {
+        return Err(Error::invalid(
+            Some(key),
+            format!(
+                "refund cost {cost} for key {key:?} is invalid: the cost must be between 1 and the limit's rate ({}), the most a check can have consumed",
+                quota.rate()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn decision(quota: &Quota, outcome: Decision, cost: u64) -> Decision {
     Decision {
         allowed: outcome.allowed,
@@ -421,6 +434,11 @@ impl Deferred<'_> {
         self.limiter
             .shared
             .change(key, |id, at| Event::Reset { id, at })
+    }
+
+    /// [`Limiter::refund`], before its durability wait.
+    pub fn refund(&self, key: &str, cost: u64) -> Result<Pending<()>> {
+        self.limiter.shared.refund(key, cost)
     }
 
     /// [`Limiter::remove`], before its durability wait.
@@ -572,6 +590,19 @@ impl Limiter {
     /// Puts `key` back to full capacity (counters and history are kept).
     pub fn reset(&self, key: &str) -> Result<()> {
         self.deferred().reset(key)?.wait()
+    }
+
+    /// Gives back `cost` units of `key` consumed earlier (a request that failed and
+    /// should not count): a token bucket gets them back, capped at its capacity; a fixed
+    /// window counter subtracts them from the current window, not below zero; a sliding
+    /// window log removes them from its most recent runs inside the window, newest
+    /// first. Logged and replayed like every change (and waited for, with
+    /// `sync=always`), but a refund on a key at full capacity changes nothing and
+    /// writes nothing. Counters, history and last-seen time are unchanged: a refund is
+    /// not a decision. The same validation as `check`: an unknown key or a cost outside
+    /// `1..=rate` is an error, and nothing is recorded.
+    pub fn refund(&self, key: &str, cost: u64) -> Result<()> {
+        self.shared.refund(key, cost)?.wait()
     }
 
     /// Deletes the limit of `key`, with its counters and history.
@@ -997,6 +1028,25 @@ impl Shared {
         } else {
             Pending::ready(result)
         })
+    }
+
+    fn refund(&self, key: &str, cost: u64) -> Result<Pending<()>> {
+        let mut core = self.lock_core()?;
+        let now = self.now(&core)?;
+        let (id, entry) = find(&core.registry, key)?;
+        validate_refund(key, cost, &entry.quota)?;
+        if entry.state.remaining(&entry.quota, now) == entry.quota.rate() {
+            // Full capacity: nothing to give back, nothing to write. The state it saw
+            // (another caller's change, say) may not be on disk yet: as durable as that.
+            let written = self.commit.positions().0.seq;
+            drop(core);
+            return Ok(self.durable_after((), written));
+        }
+        let event = Event::Refund { id, at: now, cost };
+        let seq = self.append(&mut core, &event)?;
+        self.apply(&mut core, |r| r.apply_refund(id, now, cost))?;
+        drop(core);
+        Ok(self.durable_after((), seq))
     }
 
     fn change(

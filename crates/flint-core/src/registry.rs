@@ -62,6 +62,8 @@ enum Refusal {
     UnknownKey,
     CostOutOfRange,
     BeyondQuota,
+    /// A refund on a key at full capacity: the engine writes no such record.
+    NothingToRefund,
 }
 
 /// Everything the engine knows about one key.
@@ -327,6 +329,31 @@ impl Registry {
         Ok(())
     }
 
+    /// Gives back `cost` units of `id` (see [`LimitState::refund`]); counters, history
+    /// and last-seen time are left as they are (a refund is not a decision). Live calls
+    /// and replay both go through here. Refuses (changing nothing but the high-water
+    /// time) an unknown `id`, a `cost` outside `1..=rate`, and a refund on a key at
+    /// full capacity, which changes nothing: the engine writes no record for it, so
+    /// replay reports such a record as corruption.
+    pub fn apply_refund(&mut self, id: u32, at: UnixNanos, cost: u64) -> bool {
+        self.refund(id, at, cost).is_ok()
+    }
+
+    fn refund(&mut self, id: u32, at: UnixNanos, cost: u64) -> Result<(), Refusal> {
+        self.see(at);
+        let Some(entry) = self.get_mut(id) else {
+            return Err(Refusal::UnknownKey);
+        };
+        if cost == 0 || cost > entry.quota.rate() {
+            return Err(Refusal::CostOutOfRange);
+        }
+        if entry.state.refund(&entry.quota, at, cost) {
+            Ok(())
+        } else {
+            Err(Refusal::NothingToRefund)
+        }
+    }
+
     /// Puts `id` back to full capacity.
     pub fn apply_reset(&mut self, id: u32, at: UnixNanos) -> bool {
         self.see(at);
@@ -412,6 +439,17 @@ impl Registry {
                 self.apply_remove(*id, *at);
                 Ok(())
             }
+            Event::Refund { id, at, cost } => {
+                self.check_time(*at)?;
+                let rate = self.known(*id)?.quota.rate();
+                if *cost == 0 || *cost > rate {
+                    return Err(inconsistent(format!(
+                        "the record refunds {cost} units to key id {id}, outside 1 to its rate {rate}"
+                    )));
+                }
+                self.refund(*id, *at, *cost)
+                    .map_err(|refusal| self.refused(refusal, *id, *cost))
+            }
             // The durability watermark is for recovery; the limiter's state is unchanged
             // (not even its high-water time: the record is not a decision).
             Event::Synced { .. } => Ok(()),
@@ -452,6 +490,9 @@ impl Registry {
             }
             Refusal::BeyondQuota => format!(
                 "the record allows key {key:?} {cost} units that its limit had no room for (the algorithm denies such a check)"
+            ),
+            Refusal::NothingToRefund => format!(
+                "the record refunds {cost} units to key {key:?}, which was at full capacity (the engine writes no refund that changes nothing)"
             ),
         })
     }

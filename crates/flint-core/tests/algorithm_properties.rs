@@ -1,5 +1,5 @@
 //! Property tests of the three algorithms against brute-force models, and of replay
-//! against live state.
+//! against live state; with refunds mixed into the sequences, too.
 
 use std::sync::Arc;
 
@@ -26,6 +26,29 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     ];
     prop::collection::vec(
         (dt, 1u64..12).prop_map(|(dt, cost)| Step { dt, cost }),
+        1..120,
+    )
+}
+
+/// One step of a sequence with refunds: move the clock by `dt`, then check `cost`
+/// units, or give `cost` units back (both clamped to the rate).
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    dt: u64,
+    cost: u64,
+    refund: bool,
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let dt = prop_oneof![
+        Just(0u64),
+        1u64..1_000,
+        (1u64..2_000).prop_map(|ms| ms * MS),
+        (1u64..200).prop_map(|ms| ms * MS + 1),
+    ];
+    let refund = prop_oneof![3 => Just(false), 1 => Just(true)];
+    prop::collection::vec(
+        (dt, 1u64..12, refund).prop_map(|(dt, cost, refund)| Op { dt, cost, refund }),
         1..120,
     )
 }
@@ -103,6 +126,71 @@ impl Model {
             self.level -= u128::from(cost) * u128::from(self.per);
         }
         self.admitted.push((now, cost));
+    }
+
+    /// What a refund of `cost` at `now` gives back, by definition:
+    ///
+    /// - token bucket: `cost` tokens back, the level capped at the capacity (`rate`);
+    /// - fixed window counter: `cost` units off the current window's admitted units, not
+    ///   below zero (earlier windows are gone anyway);
+    /// - sliding window log: `cost` units off the admitted units still inside the window
+    ///   `(now - per, now]`, newest first, not below zero.
+    ///
+    /// `admitted` stays the net list (what still counts). Returns how much was given
+    /// back, in tokens x per for the token bucket and in units otherwise: 0 means the
+    /// key was at full capacity and nothing changed.
+    fn refund(&mut self, now: u64, cost: u64) -> u128 {
+        let in_window: Box<dyn Fn(u64) -> bool> = match self.algorithm {
+            Algorithm::TokenBucket => {
+                self.refill(now);
+                let full = u128::from(self.rate) * u128::from(self.per);
+                let before = self.level;
+                self.level = (self.level + u128::from(cost) * u128::from(self.per)).min(full);
+                return self.level - before;
+            }
+            Algorithm::SlidingWindowLog => {
+                let per = self.per;
+                Box::new(move |at| at + per > now)
+            }
+            Algorithm::FixedWindowCounter => {
+                let window = now - now % self.per;
+                Box::new(move |at| at >= window)
+            }
+        };
+        let mut left = cost;
+        for (at, units) in self.admitted.iter_mut().rev() {
+            if left == 0 || !in_window(*at) {
+                break;
+            }
+            let taken = left.min(*units);
+            *units -= taken;
+            left -= taken;
+        }
+        self.admitted.retain(|(_, units)| *units > 0);
+        u128::from(cost - left)
+    }
+
+    /// Units a request could use now.
+    fn remaining(&mut self, now: u64) -> u64 {
+        match self.algorithm {
+            Algorithm::TokenBucket => {
+                self.refill(now);
+                (self.level / u128::from(self.per)) as u64
+            }
+            Algorithm::SlidingWindowLog | Algorithm::FixedWindowCounter => {
+                let window = now - now % self.per;
+                let used: u64 = self
+                    .admitted
+                    .iter()
+                    .filter(|(at, _)| match self.algorithm {
+                        Algorithm::SlidingWindowLog => *at + self.per > now,
+                        _ => *at >= window,
+                    })
+                    .map(|(_, c)| c)
+                    .sum();
+                self.rate.saturating_sub(used)
+            }
+        }
     }
 }
 
@@ -266,5 +354,167 @@ proptest! {
             let checked = limiter.check("a", cost).unwrap();
             prop_assert_eq!(peeked, checked);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// With refunds in the sequence, every decision equals the model's, every refund
+    /// changes the state exactly when the model gives something back, and after every
+    /// step the units available equal the model's.
+    #[test]
+    fn decisions_with_refunds_match_the_model(
+        algorithm in algorithm(),
+        rate in 1u64..12,
+        per_ms in 1u64..3_000,
+        ops in ops(),
+    ) {
+        let q = quota(rate, per_ms, algorithm);
+        let mut state = LimitState::full(algorithm);
+        let mut model = Model::new(&q);
+        let mut now = T0;
+        for op in ops {
+            now += op.dt;
+            let cost = op.cost.min(rate);
+            if op.refund {
+                let before = state.clone();
+                let changed = state.refund(&q, now, cost);
+                prop_assert_eq!(changed, model.refund(now, cost) > 0, "refund at {} cost {}", now - T0, cost);
+                if !changed {
+                    prop_assert_eq!(&state, &before, "a refund that gives nothing back changes nothing");
+                }
+            } else {
+                let outcome = state.decide(&q, now, cost);
+                prop_assert_eq!(outcome.allowed, model.allows(now, cost), "check at {} cost {}", now - T0, cost);
+                if outcome.allowed {
+                    state.consume(&q, now, cost);
+                    model.admit(now, cost);
+                } else {
+                    prop_assert!(outcome.retry_after > 0);
+                    prop_assert!(state.decide(&q, now + outcome.retry_after, cost).allowed);
+                    prop_assert!(!state.decide(&q, now + outcome.retry_after - 1, cost).allowed);
+                }
+            }
+            let remaining = state.peek(&q, now).0;
+            prop_assert_eq!(remaining, model.remaining(now), "remaining at {}", now - T0);
+            prop_assert!(remaining <= rate);
+        }
+    }
+
+    /// A refund never creates more quota than `rate` in any window of the model: what
+    /// still counts after refunds (admitted minus given back) never exceeds what each
+    /// algorithm promises, over every stretch of the sequence.
+    #[test]
+    fn admitted_traffic_net_of_refunds_respects_the_rate(
+        algorithm in algorithm(),
+        rate in 1u64..12,
+        per_ms in 1u64..3_000,
+        ops in ops(),
+    ) {
+        let q = quota(rate, per_ms, algorithm);
+        let per = q.period().as_nanos();
+        let mut state = LimitState::full(algorithm);
+        let mut model = Model::new(&q);
+        // Token bucket: (time, admitted minus given back, in tokens x per) per step.
+        let mut ledger: Vec<(u64, i128)> = Vec::new();
+        let mut now = T0;
+        for op in ops {
+            now += op.dt;
+            let cost = op.cost.min(rate);
+            if op.refund {
+                state.refund(&q, now, cost);
+                let given = model.refund(now, cost);
+                ledger.push((now, -i128::try_from(given).unwrap()));
+            } else if state.decide(&q, now, cost).allowed {
+                state.consume(&q, now, cost);
+                model.admit(now, cost);
+                ledger.push((now, i128::from(cost) * i128::from(per)));
+            }
+        }
+        let net = &model.admitted;
+        match algorithm {
+            // No window (t - per, t] holds more than rate.
+            Algorithm::SlidingWindowLog => for &(start, _) in net {
+                let sum: u64 = net.iter().filter(|(at, _)| *at >= start && *at - start < per).map(|(_, c)| c).sum();
+                prop_assert!(sum <= rate, "{} in the window from {}", sum, start - T0);
+            },
+            // No aligned window holds more than rate.
+            Algorithm::FixedWindowCounter => for &(start, _) in net {
+                let sum: u64 = net.iter().filter(|(at, _)| at / per == start / per).map(|(_, c)| c).sum();
+                prop_assert!(sum <= rate, "{} in the window of {}", sum, start - T0);
+            },
+            // Over any stretch of steps: a full bucket plus what refills in between.
+            Algorithm::TokenBucket => for i in 0..ledger.len() {
+                let mut sum = 0i128;
+                for &(end, delta) in &ledger[i..] {
+                    sum += delta;
+                    let refill = i128::from(end - ledger[i].0) * i128::from(rate);
+                    prop_assert!(sum <= i128::from(rate) * i128::from(per) + refill);
+                }
+            },
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Through the limiter, with refunds (of which those at full capacity write
+    /// nothing), check-alls and a compaction: reopening gives the same status, history
+    /// and the same answers at later times for every cost.
+    #[test]
+    fn state_after_replay_with_refunds_equals_live_state(
+        algorithm in algorithm(),
+        rate in 1u64..12,
+        per_ms in 1u64..3_000,
+        ops in ops(),
+        compact_at in 0usize..120,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let options = Options::default().sync(SyncMode::Batch).clock(clock.clone());
+        let q = quota(rate, per_ms, algorithm);
+        let live = Limiter::open(dir.path(), options.clone()).unwrap();
+        live.limit("a", q).unwrap();
+        live.limit("b", quota(rate + 1, per_ms, algorithm)).unwrap();
+        let mut now = T0;
+        for (i, op) in ops.iter().enumerate() {
+            clock.advance(op.dt);
+            now += op.dt;
+            let cost = op.cost.min(rate);
+            if op.refund {
+                let full = live.status("a").unwrap().unwrap().remaining == rate;
+                let log = live.doctor().unwrap().log_bytes;
+                live.refund("a", cost).unwrap();
+                prop_assert_eq!(live.doctor().unwrap().log_bytes == log, full, "only a refund at full capacity writes nothing");
+                if i % 2 == 0 {
+                    live.refund("b", 1).unwrap();
+                }
+            } else if i % 3 == 0 {
+                live.check_all(&[("a", cost), ("b", 1)]).unwrap();
+            } else {
+                live.check("a", cost).unwrap();
+            }
+            if i == compact_at {
+                live.compact().unwrap();
+            }
+        }
+        let answers = |limiter: &Limiter| {
+            let mut answers = Vec::new();
+            for later in [0, 1, per_ms * MS / 3, per_ms * MS / 2 + 1, per_ms * MS - 1, per_ms * MS] {
+                clock.set(now + later);
+                for cost in 1..=rate {
+                    answers.push(limiter.peek("a", cost).unwrap());
+                }
+            }
+            clock.set(now);
+            answers
+        };
+        let before = (live.list(None).unwrap(), live.history("a", 1000).unwrap(), live.history("b", 1000).unwrap(), answers(&live));
+        live.close().unwrap();
+        let replayed = Limiter::open(dir.path(), options).unwrap();
+        let after = (replayed.list(None).unwrap(), replayed.history("a", 1000).unwrap(), replayed.history("b", 1000).unwrap(), answers(&replayed));
+        prop_assert_eq!(before, after);
     }
 }

@@ -1,5 +1,5 @@
 //! Property: whatever sequence of calls the engine serves (reconfigurations up and down,
-//! algorithm changes, resets, removals, all-or-nothing checks, a clock stepping back,
+//! algorithm changes, resets, refunds, removals, all-or-nothing checks, a clock stepping back,
 //! compactions), the files it writes pass every consistency check of replay and
 //! snapshot loading, and reopen to the state that was live.
 
@@ -20,6 +20,7 @@ enum Op {
     Check(usize, u64),
     CheckAll(usize, u64, usize, u64),
     Reset(usize),
+    Refund(usize, u64),
     Remove(usize),
     Compact,
 }
@@ -44,6 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (key.clone(), 1u64..6, key.clone(), 1u64..6)
             .prop_map(|(a, ca, b, cb)| Op::CheckAll(a, ca, b, cb)),
         1 => key.clone().prop_map(Op::Reset),
+        2 => (key.clone(), 1u64..12).prop_map(|(k, cost)| Op::Refund(k, cost)),
         1 => key.prop_map(Op::Remove),
         1 => Just(Op::Compact),
     ]
@@ -89,6 +91,7 @@ proptest! {
                 Op::Check(k, cost) => tolerate(live.check(KEYS[k], cost)),
                 Op::CheckAll(a, ca, b, cb) => tolerate(live.check_all(&[(KEYS[a], ca), (KEYS[b], cb)])),
                 Op::Reset(k) => tolerate(live.reset(KEYS[k])),
+                Op::Refund(k, cost) => tolerate(live.refund(KEYS[k], cost)),
                 Op::Remove(k) => tolerate(live.remove(KEYS[k])),
                 Op::Compact => { live.compact().unwrap(); }
             }

@@ -641,3 +641,147 @@ fn peek_validates_like_check_and_never_records() {
     assert_eq!((status.remaining, status.counters.allowed), (3, 0));
     assert!(limiter.history("k", 10).unwrap().is_empty());
 }
+
+#[test]
+fn refund_validates_like_check_and_records_nothing_when_refused() {
+    let (_tmp, _dir, limiter, _clock) = open(SyncMode::Always);
+    assert!(matches!(
+        limiter.refund("nope", 1),
+        Err(Error::LimitNotFound { .. })
+    ));
+    limiter
+        .limit("k", quota(3, "1h", Algorithm::TokenBucket))
+        .unwrap();
+    limiter.check("k", 3).unwrap();
+    let log = log_len(&limiter);
+    for cost in [0, 4] {
+        match limiter.refund("k", cost) {
+            Err(Error::InvalidArgument { message, .. }) => {
+                assert!(
+                    message.contains(&format!("refund cost {cost}")),
+                    "{message}"
+                );
+                assert!(message.contains("\"k\""), "{message}");
+                assert!(
+                    message.contains("between 1 and the limit's rate (3)"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+    assert_eq!(log_len(&limiter), log, "a refused refund writes nothing");
+    assert_eq!(limiter.status("k").unwrap().unwrap().remaining, 0);
+}
+
+#[test]
+fn refund_gives_back_per_algorithm_and_never_beyond_full_capacity() {
+    for algorithm in Algorithm::ALL {
+        let (_tmp, _dir, limiter, clock) = open(SyncMode::Always);
+        limiter.limit("k", quota(5, "1h", algorithm)).unwrap();
+        limiter.check("k", 2).unwrap();
+        clock.advance(SECOND);
+        limiter.check("k", 3).unwrap();
+        assert!(!limiter.check("k", 1).unwrap().allowed, "{algorithm}");
+        limiter.refund("k", 2).unwrap();
+        let status = limiter.status("k").unwrap().unwrap();
+        assert_eq!(status.remaining, 2, "{algorithm}: two units back");
+        assert_eq!(
+            (status.counters.allowed, status.counters.allowed_cost),
+            (2, 5),
+            "{algorithm}: counters say what was admitted"
+        );
+        assert_eq!(limiter.history("k", 100).unwrap().len(), 3, "{algorithm}");
+        assert!(limiter.check("k", 2).unwrap().allowed, "{algorithm}");
+        // More than was consumed: back to full capacity, not beyond.
+        limiter.refund("k", 5).unwrap();
+        limiter.refund("k", 5).unwrap();
+        assert_eq!(
+            limiter.status("k").unwrap().unwrap().remaining,
+            5,
+            "{algorithm}"
+        );
+        assert!(limiter.check("k", 5).unwrap().allowed, "{algorithm}");
+        assert!(!limiter.check("k", 1).unwrap().allowed, "{algorithm}");
+    }
+}
+
+#[test]
+fn a_refund_at_full_capacity_changes_and_writes_nothing() {
+    for algorithm in Algorithm::ALL {
+        let (_tmp, _dir, limiter, clock) = open(SyncMode::Always);
+        limiter.limit("k", quota(4, "1s", algorithm)).unwrap();
+        let log = log_len(&limiter);
+        limiter.refund("k", 4).unwrap();
+        assert_eq!(log_len(&limiter), log, "{algorithm}: never checked");
+        limiter.check("k", 4).unwrap();
+        clock.advance(2 * SECOND);
+        let log = log_len(&limiter);
+        let before = limiter.status("k").unwrap();
+        limiter.refund("k", 1).unwrap();
+        assert_eq!(log_len(&limiter), log, "{algorithm}: refilled");
+        assert_eq!(limiter.status("k").unwrap(), before, "{algorithm}");
+    }
+}
+
+#[test]
+fn a_sliding_window_refund_takes_the_newest_units_first() {
+    let (_tmp, _dir, limiter, clock) = open(SyncMode::Batch);
+    limiter
+        .limit("k", quota(4, "10s", Algorithm::SlidingWindowLog))
+        .unwrap();
+    limiter.check("k", 2).unwrap();
+    clock.advance(5 * SECOND);
+    limiter.check("k", 2).unwrap();
+    // Give back 3: the newest run (2 units, at +5s) and one unit of the first (at 0s).
+    limiter.refund("k", 3).unwrap();
+    assert_eq!(limiter.status("k").unwrap().unwrap().remaining, 3);
+    // The unit left is the oldest one: at +10s it expires and the key is full again.
+    clock.advance(5 * SECOND - 1);
+    assert_eq!(limiter.status("k").unwrap().unwrap().remaining, 3);
+    clock.advance(1);
+    assert_eq!(limiter.status("k").unwrap().unwrap().remaining, 4);
+}
+
+#[test]
+fn refunds_replay_to_the_same_state_and_a_fixed_window_refund_stays_in_its_window() {
+    let (_tmp, dir, limiter, clock) = open(SyncMode::Always);
+    limiter
+        .limit("f", quota(3, "1h", Algorithm::FixedWindowCounter))
+        .unwrap();
+    limiter
+        .limit("t", quota(3, "1h", Algorithm::TokenBucket))
+        .unwrap();
+    limiter.check("f", 3).unwrap();
+    limiter.check("t", 3).unwrap();
+    limiter.refund("f", 1).unwrap();
+    limiter.refund("t", 2).unwrap();
+    let live = limiter.list(None).unwrap();
+    limiter.close().unwrap();
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    assert_eq!(limiter.list(None).unwrap(), live);
+    limiter.compact().unwrap();
+    limiter.refund("f", 1).unwrap();
+    let live = limiter.list(None).unwrap();
+    limiter.close().unwrap();
+    let limiter = open_at(&dir, SyncMode::Always, &clock);
+    assert_eq!(limiter.list(None).unwrap(), live);
+    assert_eq!(limiter.status("f").unwrap().unwrap().remaining, 2);
+}
+
+#[test]
+fn a_deferred_refund_waits_for_durability_with_sync_always() {
+    let (_tmp, _dir, limiter, _clock) = open(SyncMode::Always);
+    limiter
+        .limit("k", quota(3, "1h", Algorithm::TokenBucket))
+        .unwrap();
+    limiter.check("k", 1).unwrap();
+    let pending = limiter.deferred().refund("k", 1).unwrap();
+    assert!(
+        !pending.is_ready(),
+        "a refund changes state: it waits for the disk"
+    );
+    pending.wait().unwrap();
+    let stats = limiter.stats().unwrap();
+    assert_eq!(stats.pending_events, 0);
+}

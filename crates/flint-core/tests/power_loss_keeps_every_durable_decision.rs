@@ -46,6 +46,7 @@ enum Op {
     Check(&'static str, u64),
     CheckAll(Vec<(&'static str, u64)>),
     Reset(&'static str),
+    Refund(&'static str, u64),
     Remove(&'static str),
     Compact,
     Flush,
@@ -65,7 +66,7 @@ fn workload(rng: &mut Rng, len: usize) -> Vec<Step> {
     for _ in 0..len {
         at += rng.below(400) * 1_000_000;
         let key = KEYS[rng.below(KEYS.len() as u64) as usize];
-        let op = match rng.below(20) {
+        let op = match rng.below(22) {
             0..=2 => {
                 let algorithm = algorithms[rng.below(3) as usize];
                 let per = ["1s", "2s", "500ms"][rng.below(3) as usize];
@@ -79,6 +80,7 @@ fn workload(rng: &mut Rng, len: usize) -> Vec<Step> {
             15 => Op::Reset(key),
             16 => Op::Remove(key),
             17 | 18 => Op::Compact,
+            20 | 21 => Op::Refund(key, 1 + rng.below(3)),
             _ => Op::Flush,
         };
         steps.push(Step { at, op });
@@ -98,6 +100,10 @@ fn run(limiter: &Limiter, sync: SyncMode, op: &Op) -> Result<bool, Error> {
         Op::CheckAll(items) => limiter.check_all(items)?.allowed && always,
         Op::Reset(key) => {
             limiter.reset(key)?;
+            always
+        }
+        Op::Refund(key, cost) => {
+            limiter.refund(key, *cost)?;
             always
         }
         Op::Remove(key) => {

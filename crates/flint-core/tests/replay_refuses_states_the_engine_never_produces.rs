@@ -358,3 +358,38 @@ fn snapshot_history_that_no_decision_gives_is_refused() {
     edit_snapshot(&dir, |b| put_u64(b, history + 8, 0));
     assert_refused(&dir, &clock, SNAPSHOT_FILE, history as u64 + 8, "cost");
 }
+
+#[test]
+fn a_refund_the_engine_would_not_have_written_is_refused() {
+    for algorithm in Algorithm::ALL {
+        // A refund record has a check record's layout: a check at full capacity turned
+        // into a refund is one that changes nothing, which the engine never writes.
+        let (_tmp, dir, clock, marks) = log_with(algorithm, |l, mark| {
+            mark(l);
+            l.check("k", 1).unwrap();
+            l.check("k", 1).unwrap();
+            mark(l);
+            l.refund("k", 1).unwrap();
+        });
+        edit_record(&dir, marks[1], |p| put_u64(p, COST, 11));
+        assert_refused(
+            &dir,
+            &clock,
+            LOG_FILE,
+            marks[1],
+            "refund cost above the rate",
+        );
+        edit_record(&dir, marks[1], |p| put_u64(p, COST, 0));
+        assert_refused(&dir, &clock, LOG_FILE, marks[1], "refund cost zero");
+        edit_record(&dir, marks[1], |p| put_u32(p, ID, 7));
+        assert_refused(&dir, &clock, LOG_FILE, marks[1], "refund of no key");
+        edit_record(&dir, marks[0], |p| p[KIND] = kind::REFUND);
+        assert_refused(
+            &dir,
+            &clock,
+            LOG_FILE,
+            marks[0],
+            &format!("{algorithm}: a refund at full capacity"),
+        );
+    }
+}

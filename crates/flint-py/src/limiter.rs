@@ -379,6 +379,20 @@ impl PyLimiter {
         py.detach(|| engine.reset(&key)).map_err(|e| to_py(py, e))
     }
 
+    /// Gives back `cost` units of `key` consumed earlier, never beyond full capacity.
+    #[pyo3(signature = (key, *, cost=None))]
+    fn refund(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        cost: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let (key, cost) = convert::key_and_cost(key, cost)?;
+        let engine = self.engine(py)?;
+        py.detach(|| engine.refund(&key, cost))
+            .map_err(|e| to_py(py, e))
+    }
+
     /// Deletes the limit of `key`.
     fn remove(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
         let key = convert::key(key)?;

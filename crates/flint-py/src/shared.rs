@@ -264,6 +264,20 @@ impl PySharedLimiter {
             .map_err(|e| client_to_py(py, &e))
     }
 
+    /// Gives back `cost` units of `key` consumed earlier (`POST /v1/refund`).
+    #[pyo3(signature = (key, *, cost=None))]
+    fn refund(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        cost: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let (key, cost) = convert::key_and_cost(key, cost)?;
+        let client = self.client(py)?;
+        py.detach(|| client.refund(&key, cost))
+            .map_err(|e| client_to_py(py, &e))
+    }
+
     /// Deletes the limit of `key`.
     fn remove(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
         let key = convert::key(key)?;

@@ -228,7 +228,25 @@ pub struct KeyRequest {
     pub key: String,
 }
 
-/// The answer of a call that returns nothing else (reset, remove, flush).
+/// `POST /v1/refund`: give back units of a key consumed earlier (a request that failed
+/// and should not count). Answered with `{"ok": true}`, also when the key was already
+/// at full capacity (then nothing changes and nothing is written).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// The key.
+    #[schema(example = "api:user-42")]
+    pub key: String,
+    /// Units to give back (default 1; at most the limit's rate). A token bucket gets
+    /// them back up to its capacity; a fixed window counter subtracts them from the
+    /// current window; a sliding window log removes them from its newest events inside
+    /// the window; never below zero.
+    #[serde(default = "one")]
+    #[schema(example = 1, minimum = 1, default = 1)]
+    pub cost: u64,
+}
+
+/// The answer of a call that returns nothing else (reset, refund, remove, flush).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Done {
     /// Always true: a failure is an error body instead.

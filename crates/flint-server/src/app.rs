@@ -427,6 +427,21 @@ async fn reset(
     Ok(Json(Done { ok: true }))
 }
 
+/// Give back units of a key consumed earlier (a request that failed and should not
+/// count), never beyond full capacity. Logged, and with `sync=always` answered once on
+/// disk; a refund on a key at full capacity changes and writes nothing.
+#[utoipa::path(post, path = "/v1/refund", tag = "checks", request_body = api::RefundRequest,
+    responses((status = 200, body = Done), Failures))]
+async fn refund(
+    State(state): State<AppState>,
+    Body(request): Body<api::RefundRequest>,
+) -> Result<Json<Done>, ApiError> {
+    state
+        .durable(|d| d.refund(&request.key, request.cost))
+        .await?;
+    Ok(Json(Done { ok: true }))
+}
+
 /// A key's most recent decisions, oldest first.
 #[utoipa::path(get, path = "/v1/history/{key}", tag = "inspect",
     params(("key" = String, Path, description = "The key, percent-encoded"), HistoryQuery),
@@ -686,6 +701,7 @@ fn documented() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(acquire))
         .routes(routes!(check_all))
         .routes(routes!(reset))
+        .routes(routes!(refund))
         .routes(routes!(history))
         .routes(routes!(top))
         .routes(routes!(flush))

@@ -358,6 +358,17 @@ impl Client {
             .map(drop)
     }
 
+    /// `POST /v1/refund`: gives back `cost` units of `key` consumed earlier. Sent once,
+    /// like every POST (a retry could give back twice).
+    pub fn refund(&self, key: &str, cost: u64) -> Result<()> {
+        let body = crate::api::RefundRequest {
+            key: key.to_owned(),
+            cost,
+        };
+        self.post::<_, Done>("/v1/refund", &body, Some(key))
+            .map(drop)
+    }
+
     /// `DELETE /v1/limits/{key}`: deletes the limit of `key`.
     pub fn remove(&self, key: &str) -> Result<()> {
         if key.is_empty() {

@@ -199,6 +199,7 @@ fn requests_carry_the_token_json_and_percent_encoded_keys() {
     assert_eq!(c.history(key, 7).unwrap()[0].cost, 1);
     assert_eq!(c.top("denied_cost", 3).unwrap()[0].key, "k");
     c.reset(key).unwrap();
+    c.refund(key, 2).unwrap();
     c.remove(key).unwrap();
     c.flush().unwrap();
     let change = c
@@ -224,6 +225,7 @@ fn requests_carry_the_token_json_and_percent_encoded_keys() {
             format!("GET /v1/history/{encoded}?limit=7 HTTP/1.1"),
             "GET /v1/top?by=denied_cost&limit=3 HTTP/1.1".to_owned(),
             "POST /v1/reset HTTP/1.1".to_owned(),
+            "POST /v1/refund HTTP/1.1".to_owned(),
             format!("DELETE /v1/limits/{encoded} HTTP/1.1"),
             "POST /v1/log/flush HTTP/1.1".to_owned(),
             "POST /v1/limits HTTP/1.1".to_owned(),
@@ -376,6 +378,7 @@ fn a_check_that_got_no_answer_is_never_sent_again() {
     for call in [
         Box::new(|c: &Client| c.check_all(&[("a", 1)]).map(drop)) as Box<dyn Fn(&Client) -> _>,
         Box::new(|c: &Client| c.reset("a")),
+        Box::new(|c: &Client| c.refund("a", 1)),
         Box::new(|c: &Client| c.remove("a")),
         Box::new(|c: &Client| c.compact().map(drop)),
         Box::new(|c: &Client| c.flush()),

@@ -123,6 +123,17 @@ fn every_method_against_the_server() {
     assert_eq!(c.history("a", 100).unwrap().len(), 4);
     assert_eq!(c.history("a", 1).unwrap().len(), 1);
     assert_eq!(c.top("denied", 20).unwrap()[0].key, "a");
+    c.refund("a", 2).unwrap();
+    assert_eq!(c.status("a").unwrap().unwrap().remaining, 2);
+    assert!(c
+        .refund("a", 4)
+        .unwrap_err()
+        .to_string()
+        .contains("refund cost 4"));
+    assert_eq!(
+        c.refund("nope", 1).unwrap_err().kind(),
+        ErrorKind::LimitNotFound
+    );
     c.reset("a").unwrap();
     assert_eq!(c.status("a").unwrap().unwrap().remaining, 3);
     c.flush().unwrap();

@@ -95,7 +95,7 @@ fn operations() -> Vec<(Method, String)> {
 async fn every_documented_operation_is_routed_and_nothing_else_is() {
     let (_tmp, app) = open();
     let operations = operations();
-    assert_eq!(operations.len(), 17, "{operations:?}");
+    assert_eq!(operations.len(), 18, "{operations:?}");
     for (method, path) in &operations {
         let (status, content_type, body) =
             send(&app, method.clone(), path, Some(TOKEN), Some(json!({}))).await;

@@ -7,7 +7,7 @@ use flint_server::api;
 use super::target::{quota_of, Place, Target};
 use super::Outcome;
 use crate::cli::LimitCommand;
-use crate::output::{RemoveOutput, ResetOutput, TopOutput};
+use crate::output::{RefundOutput, RemoveOutput, ResetOutput, TopOutput};
 
 pub(super) fn limit(place: Place<'_>, json: bool, command: &LimitCommand) -> Result<Outcome> {
     let request = match command {
@@ -58,6 +58,16 @@ pub(super) fn limit(place: Place<'_>, json: bool, command: &LimitCommand) -> Res
         LimitCommand::Status { key } => Outcome::render(json, &target.status(key)?, false),
         LimitCommand::List { prefix } => {
             Outcome::render(json, &target.list(prefix.as_deref())?, false)
+        }
+        LimitCommand::Refund { key, cost } => {
+            let done = target.refund(key, *cost)?;
+            let value = RefundOutput {
+                key: key.clone(),
+                cost: *cost,
+                refunded: true,
+                done,
+            };
+            Outcome::render(json, &value, false)
         }
         LimitCommand::Reset { key } => {
             let done = target.reset(key)?;

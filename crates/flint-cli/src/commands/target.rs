@@ -120,6 +120,15 @@ impl Target {
         Ok(api::Done { ok: true })
     }
 
+    /// Gives back `cost` units of `key` consumed earlier.
+    pub(crate) fn refund(&self, key: &str, cost: u64) -> Result<api::Done> {
+        match self {
+            Target::Local(limiter) => limiter.refund(key, cost).map_err(engine)?,
+            Target::Remote(client) => client.refund(key, cost).map_err(remote)?,
+        }
+        Ok(api::Done { ok: true })
+    }
+
     /// Deletes the limit of `key`.
     pub(crate) fn remove(&self, key: &str) -> Result<api::Done> {
         match self {

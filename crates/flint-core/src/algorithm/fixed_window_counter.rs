@@ -51,6 +51,19 @@ impl FixedWindow {
         self.start = window;
         quota.rate().checked_sub(self.used)
     }
+
+    /// Gives back `cost` units of the current window (not below zero); units of an
+    /// earlier window are gone anyway. Returns false, changing nothing, when the current
+    /// window has used nothing.
+    pub(crate) fn refund(&mut self, quota: &Quota, now: UnixNanos, cost: u64) -> bool {
+        let per = quota.per_ns();
+        let window = now - now % per;
+        if self.used_at(window) == 0 {
+            return false;
+        }
+        self.used = self.used.saturating_sub(cost);
+        true
+    }
 }
 
 #[cfg(test)]

@@ -177,6 +177,21 @@ impl LimitState {
         }
     }
 
+    /// Gives back `cost` units consumed earlier (a request that failed and should not
+    /// count), at `now`. Token bucket: `cost` units back, capped at the capacity; fixed
+    /// window: subtracted from the current window's count, not below zero; sliding window
+    /// log: removed from the most recent runs inside the window, newest first, not below
+    /// zero. A refund never leaves more than `rate` available, and never makes room in a
+    /// window that a check did not use. Returns whether anything changed: when the key is
+    /// already at full capacity it changes nothing (not even expired runs are dropped).
+    pub fn refund(&mut self, quota: &Quota, now: UnixNanos, cost: u64) -> bool {
+        match self {
+            LimitState::TokenBucket(s) => s.refund(quota, now, cost),
+            LimitState::SlidingWindowLog(s) => s.refund(quota, now, cost),
+            LimitState::FixedWindowCounter(s) => s.refund(quota, now, cost),
+        }
+    }
+
     /// Units that a request could use at `now`, and when the key is full again.
     pub fn peek(&self, quota: &Quota, now: UnixNanos) -> (u64, UnixNanos) {
         // A zero-cost look: every algorithm's decide handles cost 0 as "nothing asked".

@@ -121,6 +121,39 @@ impl SlidingLog {
             .rate()
             .checked_sub(total.wrapping_sub(self.expired_total))
     }
+
+    /// Gives back `cost` units from the most recent runs inside the window, newest
+    /// first: a run given back whole is removed, the last one touched keeps the rest of
+    /// its cost. Never below zero: at most what the window holds is given back. Runs
+    /// that have left the window are dropped first (as [`consume`](Self::consume) does).
+    /// Returns false, changing nothing, when the window holds nothing.
+    pub(crate) fn refund(&mut self, quota: &Quota, now: UnixNanos, cost: u64) -> bool {
+        let (first, before) = self.window(quota.per_ns(), now);
+        if self.total().wrapping_sub(before) == 0 {
+            return false;
+        }
+        self.runs.drain(..first);
+        self.expired_total = before;
+        let mut left = cost;
+        while left > 0 {
+            let previous = match self.runs.len().checked_sub(2) {
+                Some(i) => self.runs.get(i).map_or(self.expired_total, |r| r.total),
+                None => self.expired_total,
+            };
+            let Some(newest) = self.runs.back_mut() else {
+                break;
+            };
+            let size = newest.total.wrapping_sub(previous);
+            if size <= left {
+                self.runs.pop_back();
+                left -= size;
+            } else {
+                newest.total = newest.total.wrapping_sub(left);
+                left = 0;
+            }
+        }
+        true
+    }
 }
 
 #[cfg(test)]

@@ -73,6 +73,23 @@ impl TokenBucket {
         Some(div(room, per) as u64)
     }
 
+    /// Gives back `cost` units at `now`, capped at the capacity (a full bucket stays
+    /// full): the theoretical arrival time moves back by `cost` emission intervals, but
+    /// never before `now`. Returns false, changing nothing, when the bucket is full.
+    pub(crate) fn refund(&mut self, quota: &Quota, now: UnixNanos, cost: u64) -> bool {
+        let rate = u128::from(quota.rate());
+        let per = u128::from(quota.per_ns());
+        let now_scaled = u128::from(now) * rate;
+        if self.tat <= now_scaled {
+            return false;
+        }
+        self.tat = self
+            .tat
+            .saturating_sub(u128::from(cost) * per)
+            .max(now_scaled);
+        true
+    }
+
     /// Whether the bucket can be the state of a key with `quota` whose latest event was
     /// at `latest`: never more than its capacity consumed ahead of that time.
     pub(crate) fn within(&self, quota: &Quota, latest: UnixNanos) -> bool {

@@ -55,6 +55,10 @@ pub mod kind {
     /// An all-or-nothing check of several keys, with a flags byte per key saying
     /// whether it lacked room. Since log version 2.
     pub const CHECK_ALL_PER_KEY: u8 = 8;
+    /// Units consumed earlier were given back (a refund that changed the key's state;
+    /// one that changed nothing is not written). Added within log version 2 (earlier
+    /// version 2 builds refuse it as an unknown kind).
+    pub const REFUND: u8 = 9;
 }
 
 /// Flags of one key of a [`kind::CHECK_ALL_PER_KEY`] record. Persisted.

@@ -53,6 +53,16 @@ pub enum Event {
         /// When.
         at: UnixNanos,
     },
+    /// Units consumed earlier were given back; written only when it changed the key's
+    /// state.
+    Refund {
+        /// The key's id.
+        id: u32,
+        /// When.
+        at: UnixNanos,
+        /// The units given back (asked for: the algorithm caps what it gives back).
+        cost: u64,
+    },
     /// A limit was deleted.
     Remove {
         /// The key's id.
@@ -96,6 +106,7 @@ impl Event {
             | Event::Check { at, .. }
             | Event::CheckAll { at, .. }
             | Event::Reset { at, .. }
+            | Event::Refund { at, .. }
             | Event::Remove { at, .. }
             | Event::Synced { at, .. } => *at,
         }
@@ -154,6 +165,12 @@ impl Event {
                 });
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&at.to_le_bytes());
+            }
+            Event::Refund { id, at, cost } => {
+                out.push(kind::REFUND);
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&at.to_le_bytes());
+                out.extend_from_slice(&cost.to_le_bytes());
             }
             Event::Synced { at, through, salt } => {
                 out.push(kind::SYNCED);
@@ -264,6 +281,11 @@ impl Event {
             kind::REMOVE => Event::Remove {
                 id: r.u32("key id")?,
                 at: r.u64("time")?,
+            },
+            kind::REFUND => Event::Refund {
+                id: r.u32("key id")?,
+                at: r.u64("time")?,
+                cost: r.u64("cost")?,
             },
             kind::SYNCED => Event::Synced {
                 at: r.u64("time")?,
@@ -454,6 +476,11 @@ mod tests {
                 items: vec![item(3, 1, false), item(9, 2, true)],
             },
             Event::Reset { id: 3, at: 46 },
+            Event::Refund {
+                id: 3,
+                at: 46,
+                cost: 7,
+            },
             Event::Remove { id: 3, at: 47 },
             Event::Synced {
                 at: 48,
@@ -494,6 +521,27 @@ mod tests {
         assert_eq!(payload[1..9], 0x0102u64.to_le_bytes());
         assert_eq!(payload[9..17], 0x0304u64.to_le_bytes());
         assert_eq!(payload[17..21], 0x0506u32.to_le_bytes());
+    }
+
+    #[test]
+    fn a_refund_record_is_kind_9_with_id_time_and_cost() {
+        let mut frame = Vec::new();
+        Event::Refund {
+            id: 0x0A0B,
+            at: 0x0102,
+            cost: 0x0304,
+        }
+        .encode_frame(&mut frame);
+        let payload = &frame[FRAME_HEADER_LEN as usize..];
+        assert_eq!(payload.len(), 21);
+        assert_eq!(payload[0], kind::REFUND);
+        assert_eq!(payload[1..5], 0x0A0Bu32.to_le_bytes());
+        assert_eq!(payload[5..13], 0x0102u64.to_le_bytes());
+        assert_eq!(payload[13..21], 0x0304u64.to_le_bytes());
+        assert!(Event::decode(&payload[..20], 0).is_err(), "short");
+        let mut long = payload.to_vec();
+        long.push(0);
+        assert!(Event::decode(&long, 0).is_err(), "trailing byte");
     }
 
     #[test]
