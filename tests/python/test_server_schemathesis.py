@@ -31,7 +31,11 @@ def test_every_answer_conforms_to_the_openapi_document(tmp_path: Path) -> None:
     assert st.exists(), "schemathesis is a test dependency (Makefile)"
     seed = os.environ.get("FLINT_SCHEMATHESIS_SEED", "20261125")
     examples = os.environ.get("FLINT_SCHEMATHESIS_EXAMPLES", "30")
-    with running_server(tmp_path / ".flint", token=TOKEN) as server:
+    # POST /v1/acquire may wait up to the request timeout less 1 s: keep that below
+    # schemathesis's own 10 s timeout per request.
+    with running_server(
+        tmp_path / ".flint", token=TOKEN, args=["--request-timeout", "5"]
+    ) as server:
         # Something to find: a configured key for the operations that take one.
         with server.client() as api:
             limit = {"key": "api:user-42", "rate": 100, "per": "1m"}
