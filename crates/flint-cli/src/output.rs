@@ -161,6 +161,7 @@ impl Human for api::KeyStatus {
         let table = fields(&[
             ("key", self.key.clone()),
             ("limit", format!("{} per {}", self.rate, self.per)),
+            ("burst", self.burst.to_string()),
             ("algorithm", self.algorithm.clone()),
             ("remaining", self.remaining.to_string()),
             ("reset_at", time_s(self.reset_at, now)),
@@ -191,6 +192,7 @@ impl Human for api::LimitList {
             "key",
             "rate",
             "per",
+            "burst",
             "algorithm",
             "remaining",
             "allowed",
@@ -202,6 +204,7 @@ impl Human for api::LimitList {
                 s.key.clone(),
                 s.rate.to_string(),
                 s.per.clone(),
+                s.burst.to_string(),
                 s.algorithm.clone(),
                 s.remaining.to_string(),
                 s.allowed.to_string(),
