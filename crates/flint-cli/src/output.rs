@@ -114,8 +114,14 @@ fn yes_no(value: bool) -> String {
 impl Human for api::LimitResponse {
     fn human(&self, _now: UnixNanos) -> String {
         let s = &self.status;
+        // The burst only when it is not the rate: what the user asked for, no more.
+        let burst = if s.burst == s.rate {
+            String::new()
+        } else {
+            format!(", burst {}", s.burst)
+        };
         format!(
-            "{} {}: {} per {} ({})\n",
+            "{} {}: {} per {}{burst} ({})\n",
             self.change, s.key, s.rate, s.per, s.algorithm
         )
     }

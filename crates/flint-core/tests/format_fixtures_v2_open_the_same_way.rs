@@ -52,7 +52,11 @@ fn copy() -> (tempfile::TempDir, PathBuf, Arc<ManualClock>) {
 }
 
 fn open(dir: &Path, clock: &Arc<ManualClock>) -> Limiter {
-    Limiter::open(dir, Options::default().clock(Arc::clone(clock) as Arc<dyn flint_core::Clock>)).unwrap()
+    Limiter::open(
+        dir,
+        Options::default().clock(Arc::clone(clock) as Arc<dyn flint_core::Clock>),
+    )
+    .unwrap()
 }
 
 fn quota(rate: u64, per: &str, algorithm: Algorithm) -> Quota {

@@ -63,7 +63,10 @@ impl TokenBucket {
         let now_scaled = u128::from(now) * rate;
         let base = self.tat.max(now_scaled);
         // Saturating: only a state beyond the capacity (refused on load) could go below.
-        div((now_scaled + u128::from(quota.burst()) * per).saturating_sub(base), per) as u64
+        div(
+            (now_scaled + u128::from(quota.burst()) * per).saturating_sub(base),
+            per,
+        ) as u64
     }
 
     #[inline]
