@@ -101,8 +101,8 @@ def test_a_burst_applies_to_token_buckets_only(any_limiter: AnyLimiter, algorith
     # Refused before anything is sent: the same words from both.
     assert str(caught.value) == (
         f'for key "w": burst 50 is invalid for {algorithm}: burst applies to token_bucket '
-        f"only (the other algorithms hold at most rate = 10 units per window); use "
-        f'algorithm="token_bucket", or a larger rate, or leave burst out'
+        f"only ({algorithm} holds at most its rate, 10 units, per window); use the "
+        f"token_bucket algorithm, or a larger rate, or leave burst out"
     )
     assert caught.value.key == "w"
     assert any_limiter.status("w") is None

@@ -140,8 +140,8 @@ impl Quota {
             return Err(Error::invalid(
                 None,
                 format!(
-                    "burst {burst} is invalid for {}: burst applies to token_bucket only (the other algorithms hold at most rate = {} units per window); use algorithm=\"token_bucket\", or a larger rate, or leave burst out",
-                    self.algorithm, self.rate
+                    "burst {burst} is invalid for {}: burst applies to token_bucket only ({} holds at most its rate, {} units, per window); use the token_bucket algorithm, or a larger rate, or leave burst out",
+                    self.algorithm, self.algorithm, self.rate
                 ),
             ));
         }
