@@ -142,7 +142,7 @@ impl PySharedLimiter {
     }
 
     /// Configures the limit of `key`; the same settings again change nothing.
-    /// `burst` (token_bucket only) is the capacity, refilled at `rate` per `per`.
+    /// `burst` (`token_bucket` only) is the capacity, refilled at `rate` per `per`.
     /// Returns "created", "updated" or "unchanged".
     #[pyo3(
         signature = (key, *, rate, per, algorithm=Given::ABSENT, burst=None),
