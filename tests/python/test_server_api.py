@@ -627,7 +627,7 @@ def test_malformed_json_and_content_types(api: httpx.Client) -> None:
         ("/v1/limits", {"key": "", "rate": 1, "per": "1m"}),
         ("/v1/limits", {"key": "x" * 1025, "rate": 1, "per": "1m"}),
         ("/v1/limits", {"key": 7, "rate": 1, "per": "1m"}),
-        ("/v1/limits", {"key": "x", "rate": 1, "per": "1m", "burst": 2}),  # unknown field
+        ("/v1/limits", {"key": "x", "rate": 1, "per": "1m", "window": 2}),  # unknown field
         ("/v1/check", {}),
         ("/v1/check", {"key": "x", "cost": 1.5}),
         ("/v1/check", {"key": "x", "cost": -1}),
