@@ -105,7 +105,9 @@ class _Operations(Protocol):
     """The synchronous methods that both limiters implement natively; the methods of
     :class:`_LimiterApi` are written against these."""
 
-    def limit(self, key: str, *, rate: int, per: Any, algorithm: str = ...) -> str: ...
+    def limit(
+        self, key: str, *, rate: int, per: Any, algorithm: str = ..., burst: int | None = ...
+    ) -> str: ...
     def check(self, key: str, *, cost: int = ...) -> CheckResult: ...
     def peek(self, key: str, *, cost: int = ...) -> CheckResult: ...
     def allow(self, key: str, *, cost: int = ...) -> bool: ...
@@ -220,6 +222,7 @@ class _LimiterApi:
         rate: int,
         per: Any,
         algorithm: str = "token_bucket",
+        burst: int | None = None,
         cost: int = 1,
         wait: bool | float = False,
     ) -> Callable[[F], F]:
@@ -235,7 +238,7 @@ class _LimiterApi:
         if wait is not False:
             # Refused now, at decoration, rather than at the first call.
             _wait_limit(key, None if wait is True else wait)
-        self.limit(key, rate=rate, per=per, algorithm=algorithm)
+        self.limit(key, rate=rate, per=per, algorithm=algorithm, burst=burst)
         ops = self
         timeout = None if wait is True else wait
 
@@ -278,10 +281,18 @@ class _LimiterApi:
     # -- async methods: the same operations, run in the loop's default executor -----
 
     async def alimit(
-        self: _Operations, key: str, *, rate: int, per: Any, algorithm: str = "token_bucket"
+        self: _Operations,
+        key: str,
+        *,
+        rate: int,
+        per: Any,
+        algorithm: str = "token_bucket",
+        burst: int | None = None,
     ) -> str:
         """Async :meth:`limit`."""
-        return await _in_executor(self.limit, key, rate=rate, per=per, algorithm=algorithm)
+        return await _in_executor(
+            self.limit, key, rate=rate, per=per, algorithm=algorithm, burst=burst
+        )
 
     async def aallow(self: _Operations, key: str, *, cost: int = 1) -> bool:
         """Async :meth:`allow`."""

@@ -32,7 +32,7 @@ class CheckResult:
         """Seconds until a request of this cost would be allowed; 0.0 when allowed."""
     @property
     def limit(self) -> int:
-        """The limit's rate."""
+        """The limit's capacity: its burst (the rate unless a token bucket has one)."""
     @property
     def key(self) -> str:
         """The key checked."""
@@ -83,15 +83,26 @@ class Limiter:
     def sync(self) -> str:
         """``"always"`` or ``"batch"``."""
     def limit(
-        self, key: str, *, rate: int, per: _Period, algorithm: str = "token_bucket"
+        self,
+        key: str,
+        *,
+        rate: int,
+        per: _Period,
+        algorithm: str = "token_bucket",
+        burst: int | None = None,
     ) -> Literal["created", "updated", "unchanged"]:
         """Configure the limit of ``key``: at most ``rate`` units per ``per``.
 
+        ``burst`` (``token_bucket`` only) is the capacity, the most units available at
+        once, refilled at ``rate`` per ``per``; ``None`` means the rate. Smaller and
+        larger bursts are allowed; the other algorithms accept only ``burst == rate``.
+
         The same settings again write nothing. With the same algorithm, consumed units
-        carry over; with another algorithm the key starts at full capacity.
+        carry over (``remaining = max(0, new_burst - consumed)``); with another
+        algorithm the key starts at full capacity.
 
         Raises:
-            InvalidArgument: A bad key, rate, period or algorithm.
+            InvalidArgument: A bad key, rate, period, algorithm or burst.
         """
     def peek(self, key: str, *, cost: int = 1) -> CheckResult:
         """What :meth:`check` would answer now, consuming and writing nothing.
@@ -173,12 +184,18 @@ class SharedLimiter:
     def health(self) -> dict[str, Any]:
         """``GET /v1/health`` (needs no token): ``{"ok": True, "version": ...}``."""
     def limit(
-        self, key: str, *, rate: int, per: _Period, algorithm: str = "token_bucket"
+        self,
+        key: str,
+        *,
+        rate: int,
+        per: _Period,
+        algorithm: str = "token_bucket",
+        burst: int | None = None,
     ) -> Literal["created", "updated", "unchanged"]:
         """Configure the limit of ``key`` on the server (see ``Limiter.limit``).
 
         Raises:
-            InvalidArgument: A bad key, rate, period or algorithm.
+            InvalidArgument: A bad key, rate, period, algorithm or burst.
             FlintConnectionError: The server could not be reached or did not answer.
         """
     def peek(self, key: str, *, cost: int = 1) -> CheckResult:

@@ -23,6 +23,7 @@ AnyLimiter = Union[flint.Limiter, flint.SharedLimiter]
 STATUS_FIELDS = {
     "key",
     "rate",
+    "burst",
     "per",
     "per_ms",
     "algorithm",

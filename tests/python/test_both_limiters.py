@@ -52,6 +52,119 @@ def test_limit_reports_created_unchanged_updated(any_limiter: AnyLimiter) -> Non
     assert (status["rate"], status["per"], status["per_ms"]) == (20, "1h", 3_600_000)
 
 
+# -- burst ---------------------------------------------------------------------------
+
+
+def test_a_burst_is_the_capacity_of_a_token_bucket(any_limiter: AnyLimiter) -> None:
+    assert any_limiter.limit("b", rate=10, per="1h", burst=50) == "created"
+    status = any_limiter.status("b")
+    assert status is not None and set(status) == STATUS_FIELDS
+    assert (status["rate"], status["burst"], status["remaining"]) == (10, 50, 50)
+    first = any_limiter.check("b", cost=45)
+    assert (first.allowed, first.remaining, first.limit) == (True, 5, 50)
+    assert not any_limiter.check("b", cost=6).allowed
+    # Refilled at the rate: 10 per hour, one every 360 s.
+    denied = any_limiter.peek("b", cost=6)
+    assert 359 < denied.retry_after <= 360
+    # A refund is capped at the burst.
+    any_limiter.refund("b", cost=50)
+    assert any_limiter.status("b")["remaining"] == 50  # type: ignore[index]
+    # Without a burst (or with burst=None, or burst == rate) the capacity is the rate.
+    any_limiter.limit("plain", rate=10, per="1h")
+    assert any_limiter.status("plain")["burst"] == 10  # type: ignore[index]
+    assert any_limiter.limit("plain", rate=10, per="1h", burst=None) == "unchanged"
+    assert any_limiter.limit("plain", rate=10, per="1h", burst=10) == "unchanged"
+    # A burst below the rate: smaller bursts, the same sustained rate.
+    any_limiter.limit("small", rate=10, per="1h", burst=2)
+    assert any_limiter.check("small", cost=2).allowed
+    assert not any_limiter.check("small").allowed
+
+
+def test_changing_the_burst_carries_the_consumed_units_over(any_limiter: AnyLimiter) -> None:
+    any_limiter.limit("b", rate=10, per="1h")
+    any_limiter.check("b", cost=7)
+    assert any_limiter.limit("b", rate=10, per="1h", burst=50) == "updated"
+    assert any_limiter.status("b")["remaining"] == 43  # type: ignore[index]
+    assert any_limiter.limit("b", rate=10, per="1h", burst=50) == "unchanged"
+    any_limiter.check("b", cost=40)
+    # 47 consumed: nothing left of a burst of 20.
+    assert any_limiter.limit("b", rate=10, per="1h", burst=20) == "updated"
+    assert any_limiter.status("b")["remaining"] == 0  # type: ignore[index]
+    assert any_limiter.limit("b", rate=10, per="1h") == "updated"
+    assert any_limiter.status("b")["burst"] == 10  # type: ignore[index]
+
+
+@pytest.mark.parametrize("algorithm", ["sliding_window_log", "fixed_window_counter"])
+def test_a_burst_applies_to_token_buckets_only(any_limiter: AnyLimiter, algorithm: str) -> None:
+    with pytest.raises(flint.InvalidArgument) as caught:
+        any_limiter.limit("w", rate=10, per="1h", algorithm=algorithm, burst=50)
+    # Refused before anything is sent: the same words from both.
+    assert str(caught.value) == (
+        f'for key "w": burst 50 is invalid for {algorithm}: burst applies to token_bucket '
+        f"only ({algorithm} holds at most its rate, 10 units, per window); use the "
+        f"token_bucket algorithm, or a larger rate, or leave burst out"
+    )
+    assert caught.value.key == "w"
+    assert any_limiter.status("w") is None
+    # The rate itself is accepted: it changes nothing.
+    assert any_limiter.limit("w", rate=10, per="1h", algorithm=algorithm, burst=10) == "created"
+    assert any_limiter.status("w")["burst"] == 10  # type: ignore[index]
+
+
+def test_a_cost_above_the_burst_is_refused_naming_it(any_limiter: AnyLimiter) -> None:
+    any_limiter.limit("b", rate=10, per="1h", burst=50)
+    assert any_limiter.check("b", cost=50).allowed
+    for call, text in [
+        (
+            lambda: any_limiter.check("b", cost=51),
+            'cost 51 for key "b" is invalid: the cost must be between 1 and the limit\'s '
+            "burst (50); a larger cost could never be allowed (or give the limit a larger "
+            "burst)",
+        ),
+        (lambda: any_limiter.peek("b", cost=51), 'cost 51 for key "b" is invalid'),
+        (lambda: any_limiter.acquire("b", cost=51), 'cost 51 for key "b" is invalid'),
+        (
+            lambda: any_limiter.refund("b", cost=51),
+            'refund cost 51 for key "b" is invalid: the cost must be between 1 and the '
+            "limit's burst (50), the most a check can have consumed",
+        ),
+    ]:
+        with pytest.raises(flint.InvalidArgument) as caught:
+            call()
+        assert str(caught.value).startswith(text), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("burst", "text"),
+    [
+        (0, 'burst 0 for key "k" is not positive: pass a whole number ≥ 1 such as 500'),
+        (-1, 'burst -1 for key "k" is not positive: pass a whole number ≥ 1 such as 500'),
+        (True, 'burst True for key "k" is a bool, not an integer: pass a whole number such as 500'),
+        (2.5, 'burst 2.5 for key "k" is a float, not an integer: pass a whole number such as 500'),
+        ("5", "burst '5' for key \"k\" is a str, not an integer"),
+        (10**13, 'for key "k": burst 10000000000000 is too large: the largest burst is'),
+    ],
+)
+def test_bad_bursts_are_refused(any_limiter: AnyLimiter, burst: object, text: str) -> None:
+    with pytest.raises(flint.InvalidArgument) as caught:
+        any_limiter.limit("k", rate=10, per="1h", burst=burst)  # type: ignore[arg-type]
+    assert str(caught.value).startswith(text), str(caught.value)
+    assert any_limiter.status("k") is None
+
+
+async def test_alimit_and_rate_limit_take_a_burst(any_limiter: AnyLimiter) -> None:
+    assert await any_limiter.alimit("a", rate=1, per="1h", burst=3) == "created"
+    assert any_limiter.status("a")["burst"] == 3  # type: ignore[index]
+
+    @any_limiter.rate_limit("d", rate=1, per="1h", burst=2)
+    def handler() -> str:
+        return "ok"
+
+    assert handler() == "ok" and handler() == "ok"
+    with pytest.raises(flint.RateLimitExceeded):
+        handler()
+
+
 @pytest.mark.parametrize(
     ("per", "per_ms", "shown"),
     [("250ms", 250, "250ms"), (90, 90_000, "90s"), (datetime.timedelta(days=1), 86_400_000, "1d")],

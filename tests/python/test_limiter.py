@@ -95,6 +95,28 @@ def test_each_algorithm_enforces_its_rate(limiter: flint.Limiter, clock: flint.M
     assert limiter.allow("fixed_window_counter")
 
 
+def test_a_burst_refills_at_the_rate_and_survives_a_reopen(
+    limiter: flint.Limiter, clock: flint.ManualClock, data_dir
+) -> None:  # type: ignore[no-untyped-def]
+    assert limiter.limit("b", rate=10, per="1s", burst=50) == "created"
+    assert limiter.check("b", cost=50).allowed
+    denied = limiter.check("b")
+    assert (denied.allowed, denied.retry_after, denied.limit) == (False, 0.1, 50)
+    assert denied.reset_at == pytest.approx(START + 5)
+    clock.advance(1.0)
+    assert limiter.status("b")["remaining"] == 10  # type: ignore[index]
+    clock.advance(10.0)
+    assert limiter.status("b")["remaining"] == 50, "capped at the burst"  # type: ignore[index]
+    limiter.check("b", cost=20)
+    before = limiter.status("b")
+    limiter.close()
+    with flint.Limiter(data_dir=data_dir, clock=clock) as reopened:
+        assert reopened.status("b") == before
+        reopened.compact()
+    with flint.Limiter(data_dir=data_dir, clock=clock) as reopened:
+        assert reopened.status("b") == before
+
+
 def test_check_all_is_all_or_nothing(limiter: flint.Limiter) -> None:
     limiter.limit("user:42", rate=10, per="1m")
     limiter.limit("org:acme", rate=10, per="1m")
@@ -141,6 +163,7 @@ def test_status_and_list(limiter: flint.Limiter, clock: flint.ManualClock) -> No
     assert status == {
         "key": "a:1",
         "rate": 5,
+        "burst": 5,
         "per": "1m",
         "per_ms": 60_000,
         "algorithm": "token_bucket",

@@ -130,6 +130,63 @@ def test_configure_reports_created_unchanged_and_updated(api: httpx.Client) -> N
     assert other["status"]["remaining"] == 8, "another algorithm starts at full capacity"
 
 
+def test_a_burst_is_configured_shown_and_carried_over(api: httpx.Client) -> None:
+    key = unique("burst")
+    created = configure(api, key, 10, "1h", burst=50)
+    assert created["change"] == "created"
+    status = created["status"]
+    assert set(status) == STATUS_FIELDS
+    assert (status["rate"], status["burst"], status["remaining"]) == (10, 50, 50)
+    assert configure(api, key, 10, "1h", burst=50)["change"] == "unchanged"
+    result = check(api, key, cost=45)
+    assert (result["allowed"], result["remaining"], result["limit"]) == (True, 5, 50)
+    # 45 consumed: max(0, 20 - 45) of a burst of 20.
+    smaller = configure(api, key, 10, "1h", burst=20)
+    assert smaller["change"] == "updated"
+    assert (smaller["status"]["burst"], smaller["status"]["remaining"]) == (20, 0)
+    plain = configure(api, key, 10, "1h")
+    assert (plain["change"], plain["status"]["burst"]) == ("updated", 10)
+    assert configure(api, key, 10, "1h", burst=10)["change"] == "unchanged", "burst == rate"
+    assert configure(api, key, 10, "1h", burst=None)["change"] == "unchanged", "null: the rate"
+
+    too_much = api.post("/v1/check", json={"key": key, "cost": 11})
+    assert "the limit's rate (10)" in assert_error(too_much, 400, "invalid_argument")["message"]
+    configure(api, key, 10, "1h", burst=50)
+    assert check(api, key, cost=11)["allowed"]
+    too_much = api.post("/v1/check", json={"key": key, "cost": 51})
+    message = assert_error(too_much, 400, "invalid_argument")["message"]
+    assert "the limit's burst (50)" in message and key in message
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (
+            {"rate": 10, "per": "1h", "algorithm": "sliding_window_log", "burst": 50},
+            "burst applies to token_bucket only",
+        ),
+        (
+            {"rate": 10, "per": "1h", "algorithm": "fixed_window_counter", "burst": 50},
+            "burst applies to token_bucket only",
+        ),
+        ({"rate": 10, "per": "1h", "burst": 0}, "burst 0 is invalid"),
+        ({"rate": 10, "per": "1h", "burst": 10**13}, "burst 10000000000000 is too large"),
+    ],
+)
+def test_bad_bursts_are_400(api: httpx.Client, body: dict[str, Any], text: str) -> None:
+    key = unique("badburst")
+    response = api.post("/v1/limits", json={"key": key, **body})
+    assert text in assert_error(response, 400, "invalid_argument")["message"]
+    assert api.get(f"/v1/limits/{quote(key, safe='')}").status_code == 404
+
+
+def test_the_openapi_document_describes_burst(api: httpx.Client) -> None:
+    schemas = api.get("/v1/openapi.json").json()["components"]["schemas"]
+    assert "burst" in schemas["LimitRequest"]["properties"]
+    assert "burst" not in schemas["LimitRequest"].get("required", [])
+    assert "burst" in schemas["KeyStatus"]["required"]
+
+
 @pytest.mark.parametrize(
     "algorithm", ["token_bucket", "sliding_window_log", "fixed_window_counter"]
 )
@@ -570,7 +627,7 @@ def test_malformed_json_and_content_types(api: httpx.Client) -> None:
         ("/v1/limits", {"key": "", "rate": 1, "per": "1m"}),
         ("/v1/limits", {"key": "x" * 1025, "rate": 1, "per": "1m"}),
         ("/v1/limits", {"key": 7, "rate": 1, "per": "1m"}),
-        ("/v1/limits", {"key": "x", "rate": 1, "per": "1m", "burst": 2}),  # unknown field
+        ("/v1/limits", {"key": "x", "rate": 1, "per": "1m", "window": 2}),  # unknown field
         ("/v1/check", {}),
         ("/v1/check", {"key": "x", "cost": 1.5}),
         ("/v1/check", {"key": "x", "cost": -1}),
@@ -583,6 +640,9 @@ def test_malformed_json_and_content_types(api: httpx.Client) -> None:
         ("/v1/check", ["x"]),
         ("/v1/check", ["x", 1]),
         ("/v1/limits", ["x", 1, "1m"]),
+        ("/v1/limits", {"key": "x", "rate": 1, "per": "1m", "burst": 1.5}),
+        ("/v1/limits", {"key": "x", "rate": 1, "per": "1m", "burst": -1}),
+        ("/v1/limits", {"key": "x", "rate": 1, "per": "1m", "burst": "5"}),
         ("/v1/check-all", [[{"key": "x"}]]),
         ("/v1/check-all", {"items": [["x", 1]]}),
         ("/v1/reset", ["x"]),

@@ -91,6 +91,10 @@ pub enum LimitCommand {
         /// token_bucket, sliding_window_log or fixed_window_counter.
         #[arg(long, default_value = "token_bucket", value_parser = Utf8)]
         algorithm: String,
+        /// token_bucket only: the capacity, the most units available at once, refilled
+        /// at RATE per PER (default: the rate; smaller or larger is allowed).
+        #[arg(long)]
+        burst: Option<u64>,
     },
     /// Check a key and consume COST units when allowed (exit 1 when denied).
     Check {

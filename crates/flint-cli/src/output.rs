@@ -114,8 +114,14 @@ fn yes_no(value: bool) -> String {
 impl Human for api::LimitResponse {
     fn human(&self, _now: UnixNanos) -> String {
         let s = &self.status;
+        // The burst only when it is not the rate: what the user asked for, no more.
+        let burst = if s.burst == s.rate {
+            String::new()
+        } else {
+            format!(", burst {}", s.burst)
+        };
         format!(
-            "{} {}: {} per {} ({})\n",
+            "{} {}: {} per {}{burst} ({})\n",
             self.change, s.key, s.rate, s.per, s.algorithm
         )
     }
@@ -161,6 +167,7 @@ impl Human for api::KeyStatus {
         let table = fields(&[
             ("key", self.key.clone()),
             ("limit", format!("{} per {}", self.rate, self.per)),
+            ("burst", self.burst.to_string()),
             ("algorithm", self.algorithm.clone()),
             ("remaining", self.remaining.to_string()),
             ("reset_at", time_s(self.reset_at, now)),
@@ -191,6 +198,7 @@ impl Human for api::LimitList {
             "key",
             "rate",
             "per",
+            "burst",
             "algorithm",
             "remaining",
             "allowed",
@@ -202,6 +210,7 @@ impl Human for api::LimitList {
                 s.key.clone(),
                 s.rate.to_string(),
                 s.per.clone(),
+                s.burst.to_string(),
                 s.algorithm.clone(),
                 s.remaining.to_string(),
                 s.allowed.to_string(),

@@ -81,6 +81,86 @@ fn limit_add_creates_then_reports_unchanged_and_updated() {
 }
 
 #[test]
+fn limit_add_takes_a_burst_for_token_buckets_only() {
+    let (_tmp, dir) = data_dir();
+    let add = |args: &[&str]| {
+        let mut all = vec!["limit", "add", "b", "--rate", "10", "--per", "1h"];
+        all.extend_from_slice(args);
+        flint(&dir).args(all).output().unwrap()
+    };
+    let created = add(&["--burst", "50"]);
+    assert_eq!(created.status.code(), Some(0), "{}", stderr_of(&created));
+    assert_eq!(
+        String::from_utf8(created.stdout).unwrap(),
+        "created b: 10 per 1h, burst 50 (token_bucket)\n"
+    );
+    let (_, status) = json(&dir, &["limit", "status", "b"]);
+    assert_eq!(
+        (&status["rate"], &status["burst"], &status["remaining"]),
+        (&Value::from(10), &Value::from(50), &Value::from(50))
+    );
+    let (code, result) = json(&dir, &["limit", "check", "b", "--cost", "45"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        (&result["remaining"], &result["limit"]),
+        (&Value::from(5), &Value::from(50))
+    );
+    // The same settings change nothing; another burst carries the consumed units over.
+    let (_, same) = json(
+        &dir,
+        &[
+            "limit", "add", "b", "--rate", "10", "--per", "1h", "--burst", "50",
+        ],
+    );
+    assert_eq!(same["change"], "unchanged");
+    let (_, smaller) = json(
+        &dir,
+        &[
+            "limit", "add", "b", "--rate", "10", "--per", "1h", "--burst", "46",
+        ],
+    );
+    assert_eq!(
+        (&smaller["change"], &smaller["status"]["remaining"]),
+        (&Value::from("updated"), &Value::from(1))
+    );
+    // status and list show it.
+    let human = flint(&dir).args(["limit", "status", "b"]).output().unwrap();
+    let human = String::from_utf8(human.stdout).unwrap();
+    assert!(
+        human.lines().any(|l| l.contains("burst       46 ")),
+        "{human}"
+    );
+    let list = flint(&dir).args(["limit", "list"]).output().unwrap();
+    let list = String::from_utf8(list.stdout).unwrap();
+    assert!(list.contains("burst") && list.contains("46"), "{list}");
+    // A cost above the burst names it.
+    let output = flint(&dir)
+        .args(["limit", "check", "b", "--cost", "47"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("the limit's burst (46)"),
+        "{}",
+        stderr_of(&output)
+    );
+    // Other algorithms refuse a burst other than their rate, and create nothing.
+    let refused = add(&["--algorithm", "sliding_window_log", "--burst", "50"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr_of(&refused).contains("burst applies to token_bucket only"),
+        "{}",
+        stderr_of(&refused)
+    );
+    let (_, status) = json(&dir, &["limit", "status", "b"]);
+    assert_eq!(status["algorithm"], "token_bucket");
+    for bad in ["0", "-1", "1.5"] {
+        let output = add(&["--burst", bad]);
+        assert_eq!(output.status.code(), Some(2), "--burst {bad}");
+    }
+}
+
+#[test]
 fn limit_check_exits_0_when_allowed_and_1_when_denied() {
     let (_tmp, dir) = data_dir();
     flint(&dir)
@@ -274,6 +354,7 @@ fn status_list_history_top_reset_and_remove() {
     for field in [
         "key",
         "rate",
+        "burst",
         "per",
         "per_ms",
         "algorithm",

@@ -61,6 +61,19 @@ fn events() -> Vec<Event> {
             id: 0,
             at: START + 3,
         },
+        Event::Refund {
+            id: 0,
+            at: START + 3,
+            cost: 2,
+        },
+        Event::Configure {
+            id: 1,
+            at: START + 3,
+            quota: quota(10, "1s", Algorithm::TokenBucket)
+                .with_burst(50)
+                .expect("a burst"),
+            key: "api:bursty".into(),
+        },
         Event::Remove {
             id: 0,
             at: START + 4,
@@ -73,8 +86,8 @@ fn events() -> Vec<Event> {
     ]
 }
 
-/// A data directory with every algorithm, reconfigurations, check-alls, a compaction
-/// and a removal; returns (snapshot, log) with the log's preallocated zeros trimmed.
+/// A data directory with every algorithm, a token bucket with a burst,
+/// reconfigurations, check-alls, a compaction and a removal; returns (snapshot, log) with the log's preallocated zeros trimmed.
 fn directory(compact: bool) -> (Option<Vec<u8>>, Vec<u8>) {
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let clock = Arc::new(ManualClock::new(START));
@@ -94,6 +107,14 @@ fn directory(compact: bool) -> (Option<Vec<u8>>, Vec<u8>) {
     limiter
         .limit("gone", quota(2, "1m", Algorithm::TokenBucket))
         .expect("limit");
+    limiter
+        .limit(
+            "burst",
+            quota(4, "1s", Algorithm::TokenBucket)
+                .with_burst(12)
+                .expect("a burst"),
+        )
+        .expect("limit");
     for i in 0..8u64 {
         for key in ["tb", "sw", "fw"] {
             limiter.check(key, 1 + i % 2).expect("check");
@@ -101,6 +122,7 @@ fn directory(compact: bool) -> (Option<Vec<u8>>, Vec<u8>) {
         limiter
             .check_all(&[("tb", 1), ("gone", 1)])
             .expect("check_all");
+        limiter.check("burst", 3).expect("check");
         clock.advance(SEC / 4);
     }
     if compact {

@@ -14,7 +14,8 @@ pub struct Decision {
     pub reset_at: UnixNanos,
     /// Nanoseconds until a request of this cost would be allowed; 0 when allowed.
     pub retry_after: u64,
-    /// The limit's rate.
+    /// The limit's capacity: its burst, which is the rate unless a token bucket has
+    /// another (so `remaining <= limit`).
     pub limit: u64,
     /// The limit's algorithm.
     pub algorithm: Algorithm,

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use crate::algorithm::Quota;
+use crate::algorithm::{Algorithm, Quota};
 use crate::clock::{Clock, SystemClock, UnixNanos};
 use crate::decision::{Decision, ItemDecision, LimitChange, MultiDecision};
 use crate::error::{Error, Result};
@@ -277,13 +277,27 @@ fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// "rate (10)", or "burst (50)" when the limit has one: its capacity, the largest cost.
+fn capacity_words(quota: &Quota) -> String {
+    if quota.has_burst() {
+        format!("burst ({})", quota.burst())
+    } else {
+        format!("rate ({})", quota.rate())
+    }
+}
+
 fn validate_cost(key: &str, cost: u64, quota: &Quota) -> Result<()> {
-    if cost == 0 || cost > quota.rate() {
+    if cost == 0 || cost > quota.burst() {
+        let fix = if quota.algorithm() == Algorithm::TokenBucket {
+            " (or give the limit a larger burst)"
+        } else {
+            ""
+        };
         return Err(Error::invalid(
             Some(key),
             format!(
-                "cost {cost} for key {key:?} is invalid: the cost must be between 1 and the limit's rate ({}); a larger cost could never be allowed",
-                quota.rate()
+                "cost {cost} for key {key:?} is invalid: the cost must be between 1 and the limit's {}; a larger cost could never be allowed{fix}",
+                capacity_words(quota)
             ),
         ));
     }
@@ -291,12 +305,12 @@ fn validate_cost(key: &str, cost: u64, quota: &Quota) -> Result<()> {
 }
 
 fn validate_refund(key: &str, cost: u64, quota: &Quota) -> Result<()> {
-    if cost == 0 || cost > quota.rate() {
+    if cost == 0 || cost > quota.burst() {
         return Err(Error::invalid(
             Some(key),
             format!(
-                "refund cost {cost} for key {key:?} is invalid: the cost must be between 1 and the limit's rate ({}), the most a check can have consumed",
-                quota.rate()
+                "refund cost {cost} for key {key:?} is invalid: the cost must be between 1 and the limit's {}, the most a check can have consumed",
+                capacity_words(quota)
             ),
         ));
     }
@@ -309,7 +323,7 @@ fn decision(quota: &Quota, outcome: Decision, cost: u64) -> Decision {
         remaining: outcome.remaining,
         reset_at: outcome.reset_at,
         retry_after: outcome.retry_after,
-        limit: quota.rate(),
+        limit: quota.burst(),
         algorithm: quota.algorithm(),
         cost,
     }
@@ -928,13 +942,13 @@ impl Shared {
             });
             if let Some(m) = merged.get_mut(slot) {
                 m.1 += cost;
-                if m.1 > entry.quota.rate() {
+                if m.1 > entry.quota.burst() {
                     return Err(Error::invalid(
                         Some(key),
                         format!(
-                            "the costs given for key {key:?} in one check_all() sum to {}, more than its rate ({}): such a request could never be allowed",
+                            "the costs given for key {key:?} in one check_all() sum to {}, more than its {}: such a request could never be allowed",
                             m.1,
-                            entry.quota.rate()
+                            capacity_words(&entry.quota)
                         ),
                     ));
                 }
@@ -1035,7 +1049,7 @@ impl Shared {
         let now = self.now(&core)?;
         let (id, entry) = find(&core.registry, key)?;
         validate_refund(key, cost, &entry.quota)?;
-        if entry.state.remaining(&entry.quota, now) == entry.quota.rate() {
+        if entry.state.remaining(&entry.quota, now) == entry.quota.burst() {
             // Full capacity: nothing to give back, nothing to write. The state it saw
             // (another caller's change, say) may not be on disk yet: as durable as that.
             let written = self.commit.positions().0.seq;

@@ -285,7 +285,7 @@ impl Registry {
         let Some(entry) = self.get_mut(id) else {
             return Err(Refusal::UnknownKey);
         };
-        if cost == 0 || cost > entry.quota.rate() {
+        if cost == 0 || cost > entry.quota.burst() {
             return Err(Refusal::CostOutOfRange);
         }
         let mut after = None;
@@ -344,7 +344,7 @@ impl Registry {
         let Some(entry) = self.get_mut(id) else {
             return Err(Refusal::UnknownKey);
         };
-        if cost == 0 || cost > entry.quota.rate() {
+        if cost == 0 || cost > entry.quota.burst() {
             return Err(Refusal::CostOutOfRange);
         }
         if entry.state.refund(&entry.quota, at, cost) {
@@ -441,10 +441,10 @@ impl Registry {
             }
             Event::Refund { id, at, cost } => {
                 self.check_time(*at)?;
-                let rate = self.known(*id)?.quota.rate();
-                if *cost == 0 || *cost > rate {
+                let burst = self.known(*id)?.quota.burst();
+                if *cost == 0 || *cost > burst {
                     return Err(inconsistent(format!(
-                        "the record refunds {cost} units to key id {id}, outside 1 to its rate {rate}"
+                        "the record refunds {cost} units to key id {id}, outside 1 to its capacity {burst}"
                     )));
                 }
                 self.refund(*id, *at, *cost)
@@ -483,10 +483,10 @@ impl Registry {
                 .err()
                 .unwrap_or_else(|| inconsistent(String::new()));
         };
-        let (key, rate) = (&entry.key, entry.quota.rate());
+        let (key, burst) = (&entry.key, entry.quota.burst());
         inconsistent(match refusal {
             Refusal::UnknownKey | Refusal::CostOutOfRange => {
-                format!("the record checks key {key:?} for {cost} units, outside 1 to its rate {rate}")
+                format!("the record checks key {key:?} for {cost} units, outside 1 to its capacity {burst}")
             }
             Refusal::BeyondQuota => format!(
                 "the record allows key {key:?} {cost} units that its limit had no room for (the algorithm denies such a check)"
@@ -537,13 +537,14 @@ impl Registry {
         Ok(())
     }
 
-    /// A checked cost is between 1 and the key's rate: the engine refuses others.
+    /// A checked cost is between 1 and the key's capacity (its burst, which is its rate
+    /// unless set): the engine refuses others.
     fn check_cost(&self, id: u32, cost: u64) -> Result<(), DecodeReason> {
         let entry = self.known(id)?;
-        let rate = entry.quota.rate();
-        if cost == 0 || cost > rate {
+        let burst = entry.quota.burst();
+        if cost == 0 || cost > burst {
             return Err(inconsistent(format!(
-                "the record checks key {:?} for {cost} units, outside 1 to its rate {rate}",
+                "the record checks key {:?} for {cost} units, outside 1 to its capacity {burst}",
                 entry.key
             )));
         }

@@ -1,5 +1,6 @@
 //! Property tests of the three algorithms against brute-force models, and of replay
-//! against live state; with refunds mixed into the sequences, too.
+//! against live state; with refunds mixed into the sequences, and token buckets with a
+//! burst (a capacity other than the rate), too.
 
 use std::sync::Arc;
 
@@ -62,9 +63,11 @@ fn algorithm() -> impl Strategy<Value = Algorithm> {
 }
 
 /// The brute-force models: plain lists of what was admitted, and for the token bucket
-/// a token level kept as an exact fraction (tokens x per).
+/// a token level kept as an exact fraction (tokens x per), capped at `burst` tokens and
+/// refilled at `rate` tokens per `per`.
 struct Model {
     rate: u64,
+    burst: u64,
     per: u64,
     algorithm: Algorithm,
     admitted: Vec<(u64, u64)>,
@@ -77,16 +80,17 @@ impl Model {
         let per = quota.period().as_nanos();
         Model {
             rate: quota.rate(),
+            burst: quota.burst(),
             per,
             algorithm: quota.algorithm(),
             admitted: Vec::new(),
-            level: u128::from(quota.rate()) * u128::from(per),
+            level: u128::from(quota.burst()) * u128::from(per),
             last: 0,
         }
     }
 
     fn refill(&mut self, now: u64) {
-        let full = u128::from(self.rate) * u128::from(self.per);
+        let full = u128::from(self.burst) * u128::from(self.per);
         let gained = u128::from(now.saturating_sub(self.last)) * u128::from(self.rate);
         self.level = (self.level + gained).min(full);
         self.last = now;
@@ -130,7 +134,7 @@ impl Model {
 
     /// What a refund of `cost` at `now` gives back, by definition:
     ///
-    /// - token bucket: `cost` tokens back, the level capped at the capacity (`rate`);
+    /// - token bucket: `cost` tokens back, the level capped at the capacity (`burst`);
     /// - fixed window counter: `cost` units off the current window's admitted units, not
     ///   below zero (earlier windows are gone anyway);
     /// - sliding window log: `cost` units off the admitted units still inside the window
@@ -143,7 +147,7 @@ impl Model {
         let in_window: Box<dyn Fn(u64) -> bool> = match self.algorithm {
             Algorithm::TokenBucket => {
                 self.refill(now);
-                let full = u128::from(self.rate) * u128::from(self.per);
+                let full = u128::from(self.burst) * u128::from(self.per);
                 let before = self.level;
                 self.level = (self.level + u128::from(cost) * u128::from(self.per)).min(full);
                 return self.level - before;
@@ -196,6 +200,13 @@ impl Model {
 
 fn quota(rate: u64, per_ms: u64, algorithm: Algorithm) -> Quota {
     Quota::new(rate, Period::from_millis(per_ms).unwrap(), algorithm).unwrap()
+}
+
+/// A token bucket of `rate` per `per_ms` holding at most `burst`.
+fn bursty(rate: u64, per_ms: u64, burst: u64) -> Quota {
+    quota(rate, per_ms, Algorithm::TokenBucket)
+        .with_burst(burst)
+        .unwrap()
 }
 
 proptest! {
@@ -516,5 +527,208 @@ proptest! {
         let replayed = Limiter::open(dir.path(), options).unwrap();
         let after = (replayed.list(None).unwrap(), replayed.history("a", 1000).unwrap(), replayed.history("b", 1000).unwrap(), answers(&replayed));
         prop_assert_eq!(before, after);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A token bucket with any burst (below, equal to or above its rate): with checks
+    /// and refunds in the sequence every decision equals the model's (level capped at
+    /// burst x per, refilled at rate), a retry at `retry_after` is allowed and not one
+    /// nanosecond earlier, and the units available equal the model's, never above the
+    /// burst.
+    #[test]
+    fn decisions_with_a_burst_match_the_model(
+        rate in 1u64..12,
+        burst in 1u64..30,
+        per_ms in 1u64..3_000,
+        ops in ops(),
+    ) {
+        let q = bursty(rate, per_ms, burst);
+        let mut state = LimitState::full(Algorithm::TokenBucket);
+        let mut model = Model::new(&q);
+        let mut now = T0;
+        for op in ops {
+            now += op.dt;
+            let cost = op.cost.min(burst);
+            if op.refund {
+                let changed = state.refund(&q, now, cost);
+                prop_assert_eq!(changed, model.refund(now, cost) > 0, "refund at {} cost {}", now - T0, cost);
+            } else {
+                let outcome = state.decide(&q, now, cost);
+                prop_assert_eq!(outcome.allowed, model.allows(now, cost), "check at {} cost {}", now - T0, cost);
+                prop_assert_eq!(outcome.limit, burst);
+                if outcome.allowed {
+                    state.consume(&q, now, cost);
+                    model.admit(now, cost);
+                } else {
+                    prop_assert!(outcome.retry_after > 0);
+                    prop_assert!(state.decide(&q, now + outcome.retry_after, cost).allowed);
+                    prop_assert!(!state.decide(&q, now + outcome.retry_after - 1, cost).allowed);
+                }
+            }
+            let remaining = state.peek(&q, now).0;
+            prop_assert_eq!(remaining, model.remaining(now), "remaining at {}", now - T0);
+            prop_assert_eq!(remaining, state.remaining(&q, now));
+            prop_assert!(remaining <= burst);
+        }
+    }
+
+    /// Over any stretch of a sequence, what a token bucket with a burst admits (net of
+    /// refunds) is at most a full bucket (`burst`) plus what refills in between at
+    /// `rate`: exactly, in tokens x per.
+    #[test]
+    fn admitted_traffic_with_a_burst_respects_burst_plus_refill(
+        rate in 1u64..12,
+        burst in 1u64..30,
+        per_ms in 1u64..3_000,
+        ops in ops(),
+    ) {
+        let q = bursty(rate, per_ms, burst);
+        let per = q.period().as_nanos();
+        let mut state = LimitState::full(Algorithm::TokenBucket);
+        let mut ledger: Vec<(u64, i128)> = Vec::new();
+        let mut model = Model::new(&q);
+        let mut now = T0;
+        for op in ops {
+            now += op.dt;
+            let cost = op.cost.min(burst);
+            if op.refund {
+                state.refund(&q, now, cost);
+                let given = model.refund(now, cost);
+                ledger.push((now, -i128::try_from(given).unwrap()));
+            } else if state.decide(&q, now, cost).allowed {
+                state.consume(&q, now, cost);
+                model.admit(now, cost);
+                ledger.push((now, i128::from(cost) * i128::from(per)));
+            }
+        }
+        for i in 0..ledger.len() {
+            let mut sum = 0i128;
+            for &(end, delta) in &ledger[i..] {
+                sum += delta;
+                let refill = i128::from(end - ledger[i].0) * i128::from(rate);
+                prop_assert!(sum <= i128::from(burst) * i128::from(per) + refill);
+            }
+        }
+    }
+
+    /// Reconfiguring a token bucket (another burst, rate or period) carries the units
+    /// consumed over exactly: `remaining = max(0, new_burst - (old_burst -
+    /// old_remaining))`, and from then on every decision equals that of a model that
+    /// starts with exactly that many tokens.
+    #[test]
+    fn reconfiguring_the_burst_carries_the_consumed_units_over(
+        rate in 1u64..12,
+        burst in 1u64..30,
+        per_ms in 1u64..3_000,
+        new_rate in 1u64..12,
+        new_burst in 1u64..30,
+        new_per_ms in 1u64..3_000,
+        before in steps(),
+        after in steps(),
+    ) {
+        let old = bursty(rate, per_ms, burst);
+        let new = bursty(new_rate, new_per_ms, new_burst);
+        let mut state = LimitState::full(Algorithm::TokenBucket);
+        let mut now = T0;
+        for step in before {
+            now += step.dt;
+            let cost = step.cost.min(burst);
+            if state.decide(&old, now, cost).allowed {
+                state.consume(&old, now, cost);
+            }
+        }
+        let old_remaining = state.remaining(&old, now);
+        let state_new = state.reconfigure(&old, &new, now);
+        let expected = new_burst.saturating_sub(burst - old_remaining);
+        prop_assert_eq!(state_new.remaining(&new, now), expected);
+        let mut state = state_new;
+        let mut model = Model::new(&new);
+        model.level = u128::from(expected) * u128::from(new.period().as_nanos());
+        model.last = now;
+        for step in after {
+            now += step.dt;
+            let cost = step.cost.min(new_burst);
+            let outcome = state.decide(&new, now, cost);
+            prop_assert_eq!(outcome.allowed, model.allows(now, cost), "at {} cost {}", now - T0, cost);
+            if outcome.allowed {
+                state.consume(&new, now, cost);
+                model.admit(now, cost);
+            }
+            prop_assert_eq!(state.remaining(&new, now), model.remaining(now));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Through the limiter, with keys with and without a burst, refunds, check-alls,
+    /// a change of burst halfway (an update, logged as a configure with a burst, or
+    /// without one when the new burst equals the rate), the same settings again (no
+    /// write) and a compaction: reopening gives the same status, history and answers.
+    #[test]
+    fn state_after_replay_with_bursts_equals_live_state(
+        rate in 1u64..12,
+        burst in 1u64..30,
+        second_burst in 1u64..30,
+        per_ms in 1u64..3_000,
+        ops in ops(),
+        compact_at in 0usize..120,
+        reconfigure_at in 0usize..120,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(T0));
+        let options = Options::default().sync(SyncMode::Batch).clock(clock.clone());
+        let live = Limiter::open(dir.path(), options.clone()).unwrap();
+        let mut qa = bursty(rate, per_ms, burst);
+        live.limit("a", qa).unwrap();
+        live.limit("b", quota(rate + 1, per_ms, Algorithm::TokenBucket)).unwrap();
+        live.limit("c", quota(rate, per_ms, Algorithm::FixedWindowCounter)).unwrap();
+        let mut now = T0;
+        for (i, op) in ops.iter().enumerate() {
+            clock.advance(op.dt);
+            now += op.dt;
+            if i == reconfigure_at {
+                let log = live.doctor().unwrap().log_bytes;
+                prop_assert_eq!(live.limit("a", qa).unwrap(), flint_core::LimitChange::Unchanged);
+                prop_assert_eq!(live.doctor().unwrap().log_bytes, log, "the same settings write nothing");
+                let next = bursty(rate, per_ms, second_burst);
+                let consumed = burst - live.status("a").unwrap().unwrap().remaining;
+                live.limit("a", next).unwrap();
+                prop_assert_eq!(live.status("a").unwrap().unwrap().remaining, second_burst.saturating_sub(consumed));
+                qa = next;
+            }
+            let cost = op.cost.min(qa.burst());
+            if op.refund {
+                live.refund("a", cost).unwrap();
+            } else if i % 3 == 0 {
+                live.check_all(&[("a", cost), ("b", 1), ("c", 1)]).unwrap();
+            } else {
+                live.check("a", cost).unwrap();
+            }
+            if i == compact_at {
+                live.compact().unwrap();
+            }
+        }
+        let answers = |limiter: &Limiter| {
+            let mut answers = Vec::new();
+            for later in [0, 1, per_ms * MS / 3, per_ms * MS / 2 + 1, per_ms * MS - 1, per_ms * MS] {
+                clock.set(now + later);
+                for cost in 1..=qa.burst() {
+                    answers.push(limiter.peek("a", cost).unwrap());
+                }
+            }
+            clock.set(now);
+            answers
+        };
+        let before = (live.list(None).unwrap(), live.history("a", 1000).unwrap(), live.history("b", 1000).unwrap(), answers(&live));
+        live.close().unwrap();
+        let replayed = Limiter::open(dir.path(), options).unwrap();
+        let after = (replayed.list(None).unwrap(), replayed.history("a", 1000).unwrap(), replayed.history("b", 1000).unwrap(), answers(&replayed));
+        prop_assert_eq!(&before, &after);
+        prop_assert_eq!(replayed.status("a").unwrap().unwrap().quota, qa);
     }
 }

@@ -1,5 +1,5 @@
 //! Property: whatever sequence of calls the engine serves (reconfigurations up and down,
-//! algorithm changes, resets, refunds, removals, all-or-nothing checks, a clock stepping back,
+//! bursts above and below the rate and back, algorithm changes, resets, refunds, removals, all-or-nothing checks, a clock stepping back,
 //! compactions), the files it writes pass every consistency check of replay and
 //! snapshot loading, and reopen to the state that was live.
 
@@ -16,7 +16,7 @@ const KEYS: [&str; 3] = ["a", "b", "c"];
 enum Op {
     Advance(u64),
     StepBack(u64),
-    Limit(usize, u64, u64, Algorithm),
+    Limit(usize, u64, u64, Algorithm, Option<u64>),
     Check(usize, u64),
     CheckAll(usize, u64, usize, u64),
     Reset(usize),
@@ -39,8 +39,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop_oneof![Just(0u64), 1u64..1_000, (1u64..3_000).prop_map(|ms| ms * MS)]
             .prop_map(Op::Advance),
         1 => (1u64..2_000).prop_map(|ms| Op::StepBack(ms * MS)),
-        2 => (key.clone(), 1u64..12, 1u64..3_000, algorithm())
-            .prop_map(|(k, rate, per, a)| Op::Limit(k, rate, per, a)),
+        2 => (key.clone(), 1u64..12, 1u64..3_000, algorithm(), prop::option::of(1u64..30))
+            .prop_map(|(k, rate, per, a, burst)| Op::Limit(k, rate, per, a, burst)),
         8 => (key.clone(), 1u64..12).prop_map(|(k, cost)| Op::Check(k, cost)),
         3 => (key.clone(), 1u64..6, key.clone(), 1u64..6)
             .prop_map(|(a, ca, b, cb)| Op::CheckAll(a, ca, b, cb)),
@@ -84,9 +84,16 @@ proptest! {
             match *op {
                 Op::Advance(dt) => clock.advance(dt),
                 Op::StepBack(dt) => clock.set(clock_now(&clock) - dt),
-                Op::Limit(k, rate, per_ms, algorithm) => {
+                Op::Limit(k, rate, per_ms, algorithm, burst) => {
                     let period = Period::from_millis(per_ms).unwrap();
-                    tolerate(live.limit(KEYS[k], Quota::new(rate, period, algorithm).unwrap()));
+                    let quota = Quota::new(rate, period, algorithm).unwrap();
+                    // A burst on another algorithm is refused (unless it equals the rate).
+                    let quota = match burst.map(|b| quota.with_burst(b)) {
+                        None => quota,
+                        Some(Ok(q)) => q,
+                        Some(Err(_)) => continue,
+                    };
+                    tolerate(live.limit(KEYS[k], quota));
                 }
                 Op::Check(k, cost) => tolerate(live.check(KEYS[k], cost)),
                 Op::CheckAll(a, ca, b, cb) => tolerate(live.check_all(&[(KEYS[a], ca), (KEYS[b], cb)])),

@@ -42,7 +42,8 @@ const KEYS: [&str; 4] = ["a", "b", "c", "d"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Limit(&'static str, u64, &'static str, Algorithm),
+    /// Key, rate, period, algorithm, and the burst of a token bucket that has one.
+    Limit(&'static str, u64, &'static str, Algorithm, Option<u64>),
     Check(&'static str, u64),
     CheckAll(Vec<(&'static str, u64)>),
     Reset(&'static str),
@@ -70,7 +71,11 @@ fn workload(rng: &mut Rng, len: usize) -> Vec<Step> {
             0..=2 => {
                 let algorithm = algorithms[rng.below(3) as usize];
                 let per = ["1s", "2s", "500ms"][rng.below(3) as usize];
-                Op::Limit(key, 2 + rng.below(6), per, algorithm)
+                let rate = 2 + rng.below(6);
+                // Half the token buckets get a burst, below or above their rate.
+                let burst = (algorithm == Algorithm::TokenBucket && rng.below(2) == 0)
+                    .then(|| 1 + rng.below(12));
+                Op::Limit(key, rate, per, algorithm, burst)
             }
             3..=12 => Op::Check(key, 1 + rng.below(2)),
             13..=14 => {
@@ -92,8 +97,9 @@ fn workload(rng: &mut Rng, len: usize) -> Vec<Step> {
 fn run(limiter: &Limiter, sync: SyncMode, op: &Op) -> Result<bool, Error> {
     let always = sync == SyncMode::Always;
     Ok(match op {
-        Op::Limit(key, rate, per, algorithm) => {
-            limiter.limit(key, quota(*rate, per, *algorithm))?;
+        Op::Limit(key, rate, per, algorithm, burst) => {
+            let quota = quota(*rate, per, *algorithm);
+            limiter.limit(key, burst.map_or(Ok(quota), |b| quota.with_burst(b))?)?;
             always
         }
         Op::Check(key, cost) => limiter.check(key, *cost)?.allowed && always,

@@ -408,11 +408,17 @@ pub fn limit_args(
     rate: &Bound<'_, PyAny>,
     per: &Bound<'_, PyAny>,
     algorithm: Option<&Bound<'_, PyAny>>,
+    burst: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(String, Quota)> {
     let py = key.py();
     let key = self::key(key)?;
     let rate = positive_int(rate, "rate", &key, "100")?;
     let period = self::period(per, &key)?;
+    // None (the default) is a burst equal to the rate.
+    let burst = match burst {
+        Some(b) if !b.is_none() => Some(positive_int(b, "burst", &key, "500")?),
+        _ => None,
+    };
     let algorithm = match algorithm {
         Some(a) => name(a, "algorithm", Some(&key), "token_bucket")?,
         None => Algorithm::TokenBucket.name().to_owned(),
@@ -426,6 +432,10 @@ pub fn limit_args(
     };
     let algorithm: Algorithm = algorithm.parse().map_err(for_key)?;
     let quota = Quota::new(rate, period, algorithm).map_err(for_key)?;
+    let quota = match burst {
+        Some(burst) => quota.with_burst(burst).map_err(for_key)?,
+        None => quota,
+    };
     Ok((key, quota))
 }
 
@@ -488,6 +498,7 @@ pub fn status<'py>(py: Python<'py>, s: &KeyStatus) -> PyResult<Bound<'py, PyDict
     let d = PyDict::new(py);
     d.set_item("key", &s.key)?;
     d.set_item("rate", s.rate)?;
+    d.set_item("burst", s.burst)?;
     d.set_item("per", &s.per)?;
     d.set_item("per_ms", s.per_ms)?;
     d.set_item("algorithm", &s.algorithm)?;

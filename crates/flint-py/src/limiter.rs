@@ -28,7 +28,7 @@ pub struct PyCheckResult {
     /// Seconds until a request of this cost would be allowed (0.0 when allowed).
     #[pyo3(get)]
     retry_after: f64,
-    /// The limit's rate.
+    /// The limit's capacity: its burst (the rate unless set).
     #[pyo3(get)]
     limit: u64,
     /// The key.
@@ -272,10 +272,11 @@ impl PyLimiter {
     }
 
     /// Configures the limit of `key`; the same settings again change nothing.
+    /// `burst` (`token_bucket` only) is the capacity, refilled at `rate` per `per`.
     /// Returns "created", "updated" or "unchanged".
     #[pyo3(
-        signature = (key, *, rate, per, algorithm=Given::ABSENT),
-        text_signature = "($self, key, *, rate, per, algorithm='token_bucket')"
+        signature = (key, *, rate, per, algorithm=Given::ABSENT, burst=None),
+        text_signature = "($self, key, *, rate, per, algorithm='token_bucket', burst=None)"
     )]
     #[expect(
         clippy::needless_pass_by_value,
@@ -288,8 +289,9 @@ impl PyLimiter {
         rate: &Bound<'_, PyAny>,
         per: &Bound<'_, PyAny>,
         algorithm: Given<'_>,
+        burst: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<&'static str> {
-        let (key, quota) = convert::limit_args(key, rate, per, algorithm.value())?;
+        let (key, quota) = convert::limit_args(key, rate, per, algorithm.value(), burst)?;
         let engine = self.engine(py)?;
         let change = py
             .detach(|| engine.limit(&key, quota))

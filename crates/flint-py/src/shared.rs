@@ -142,10 +142,11 @@ impl PySharedLimiter {
     }
 
     /// Configures the limit of `key`; the same settings again change nothing.
+    /// `burst` (`token_bucket` only) is the capacity, refilled at `rate` per `per`.
     /// Returns "created", "updated" or "unchanged".
     #[pyo3(
-        signature = (key, *, rate, per, algorithm=Given::ABSENT),
-        text_signature = "($self, key, *, rate, per, algorithm='token_bucket')"
+        signature = (key, *, rate, per, algorithm=Given::ABSENT, burst=None),
+        text_signature = "($self, key, *, rate, per, algorithm='token_bucket', burst=None)"
     )]
     #[expect(
         clippy::needless_pass_by_value,
@@ -158,13 +159,15 @@ impl PySharedLimiter {
         rate: &Bound<'_, PyAny>,
         per: &Bound<'_, PyAny>,
         algorithm: Given<'_>,
+        burst: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<&'static str> {
-        let (key, quota) = convert::limit_args(key, rate, per, algorithm.value())?;
+        let (key, quota) = convert::limit_args(key, rate, per, algorithm.value(), burst)?;
         let request = LimitRequest {
             key,
             rate: quota.rate(),
             per: quota.period().to_string(),
             algorithm: Some(quota.algorithm().name().to_owned()),
+            burst: quota.has_burst().then_some(quota.burst()),
         };
         let client = self.client(py)?;
         let response = py

@@ -6,7 +6,7 @@
 
 use flint_core::{
     to_unix_seconds, CompactReport, Decision, DoctorReport, HistoryEvent, ItemDecision,
-    LimitChange, MultiDecision, Status,
+    LimitChange, MultiDecision, Quota, Status,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -37,6 +37,25 @@ pub struct LimitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "token_bucket")]
     pub algorithm: Option<String>,
+    /// The capacity of a token bucket: the most units available at once, refilled at
+    /// `rate` per `per` (1 to 10^12; default: the rate). Any burst, below or above the
+    /// rate, is allowed for `token_bucket`; the other algorithms accept only the rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 500, minimum = 1)]
+    pub burst: Option<u64>,
+}
+
+impl LimitRequest {
+    /// The quota this request asks for, or the engine's error naming the bad value and
+    /// the fix: the one reading of a request, for the server and the CLI.
+    pub fn quota(&self) -> flint_core::Result<Quota> {
+        let algorithm = self.algorithm.as_deref().unwrap_or("token_bucket");
+        let quota = Quota::new(self.rate, self.per.parse()?, algorithm.parse()?)?;
+        match self.burst {
+            Some(burst) => quota.with_burst(burst),
+            None => Ok(quota),
+        }
+    }
 }
 
 /// What `POST /v1/limits` did, and the limit after it.
@@ -64,7 +83,8 @@ pub struct CheckRequest {
     /// The key.
     #[schema(example = "api:user-42")]
     pub key: String,
-    /// Units to consume (default 1; at most the limit's rate).
+    /// Units to consume (default 1; at most the limit's capacity: its burst, which is
+    /// the rate unless set).
     #[serde(default = "one")]
     #[schema(example = 1, minimum = 1, default = 1)]
     pub cost: u64,
@@ -81,7 +101,8 @@ pub struct AcquireRequest {
     /// The key.
     #[schema(example = "api:user-42")]
     pub key: String,
-    /// Units to consume (default 1; at most the limit's rate).
+    /// Units to consume (default 1; at most the limit's capacity: its burst, which is
+    /// the rate unless set).
     #[serde(default = "one")]
     #[schema(example = 1, minimum = 1, default = 1)]
     pub cost: u64,
@@ -105,7 +126,8 @@ pub struct CheckResult {
     pub reset_at: f64,
     /// Seconds until a request of this cost would be allowed; 0 when allowed.
     pub retry_after: f64,
-    /// The limit's rate.
+    /// The limit's capacity: its burst, which is the rate unless a token bucket was
+    /// given another.
     pub limit: u64,
     /// The limit's algorithm.
     pub algorithm: String,
@@ -237,8 +259,8 @@ pub struct RefundRequest {
     /// The key.
     #[schema(example = "api:user-42")]
     pub key: String,
-    /// Units to give back (default 1; at most the limit's rate). A token bucket gets
-    /// them back up to its capacity; a fixed window counter subtracts them from the
+    /// Units to give back (default 1; at most the limit's capacity, its burst). A token
+    /// bucket gets them back up to its capacity; a fixed window counter subtracts them from the
     /// current window; a sliding window log removes them from its newest events inside
     /// the window; never below zero.
     #[serde(default = "one")]
@@ -260,6 +282,9 @@ pub struct KeyStatus {
     pub key: String,
     /// Units per period.
     pub rate: u64,
+    /// The capacity: the most units available at once (the rate, unless a token
+    /// bucket was given another burst).
+    pub burst: u64,
     /// The period, normalised ("1m").
     pub per: String,
     /// The period in milliseconds.
@@ -287,6 +312,7 @@ impl From<&Status> for KeyStatus {
         KeyStatus {
             key: s.key.clone(),
             rate: s.quota.rate(),
+            burst: s.quota.burst(),
             per: s.quota.period().to_string(),
             per_ms: s.quota.period().as_millis(),
             algorithm: s.quota.algorithm().name().to_owned(),

@@ -12,7 +12,7 @@ use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use flint_core::{Deferred, Limiter, Pending, Quota, TopBy};
+use flint_core::{Deferred, Limiter, Pending, TopBy};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use subtle::ConstantTimeEq;
 
@@ -286,8 +286,7 @@ async fn configure(
     State(state): State<AppState>,
     Body(request): Body<LimitRequest>,
 ) -> Result<Json<LimitResponse>, ApiError> {
-    let algorithm = request.algorithm.as_deref().unwrap_or("token_bucket");
-    let quota = Quota::new(request.rate, request.per.parse()?, algorithm.parse()?)?;
+    let quota = request.quota()?;
     let key = request.key;
     let change = state.durable(|d| d.limit(&key, quota)).await?;
     let status = state

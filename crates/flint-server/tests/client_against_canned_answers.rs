@@ -153,7 +153,7 @@ fn serve(
     }
 }
 
-const STATUS: &str = r#"{"key":"k","rate":10,"per":"1m","per_ms":60000,"algorithm":"token_bucket","remaining":10,"reset_at":1700000000.0,"allowed":0,"denied":0,"allowed_cost":0,"denied_cost":0,"last_seen":null}"#;
+const STATUS: &str = r#"{"key":"k","rate":10,"burst":10,"per":"1m","per_ms":60000,"algorithm":"token_bucket","remaining":10,"reset_at":1700000000.0,"allowed":0,"denied":0,"allowed_cost":0,"denied_cost":0,"last_seen":null}"#;
 
 fn check_json(key: &str) -> String {
     serde_json::json!({"key": key, "allowed": true, "remaining": 9, "reset_at": 1.7e9, "retry_after": 0.0, "limit": 10, "algorithm": "token_bucket", "cost": 1}).to_string()
@@ -208,6 +208,7 @@ fn requests_carry_the_token_json_and_percent_encoded_keys() {
             rate: 10,
             per: "1m".into(),
             algorithm: None,
+            burst: None,
         })
         .unwrap();
     assert_eq!(change.change, "created");
@@ -388,6 +389,7 @@ fn a_check_that_got_no_answer_is_never_sent_again() {
                 rate: 1,
                 per: "1s".into(),
                 algorithm: None,
+                burst: None,
             })
             .map(drop)
         }),

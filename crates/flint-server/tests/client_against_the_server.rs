@@ -78,6 +78,7 @@ fn limit(client: &Client, key: &str, rate: u64) -> String {
             rate,
             per: "1h".to_owned(),
             algorithm: None,
+            burst: None,
         })
         .unwrap()
         .change
@@ -220,6 +221,7 @@ fn the_servers_errors_map_to_kinds() {
             rate: 1,
             per: "1s".into(),
             algorithm: None,
+            burst: None,
         })
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");

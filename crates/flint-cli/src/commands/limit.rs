@@ -16,12 +16,14 @@ pub(super) fn limit(place: Place<'_>, json: bool, command: &LimitCommand) -> Res
             rate,
             per,
             algorithm,
+            burst,
         } => {
             let request = api::LimitRequest {
                 key: key.clone(),
                 rate: *rate,
                 per: per.clone(),
                 algorithm: Some(algorithm.clone()),
+                burst: *burst,
             };
             // Bad settings must not leave a new, empty data directory behind, and a
             // server would refuse them with the same message.

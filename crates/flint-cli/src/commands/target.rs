@@ -242,12 +242,7 @@ impl Target {
 
 /// The quota a `limit add` asks for (also its validation, before anything is opened).
 pub(crate) fn quota_of(request: &api::LimitRequest) -> Result<Quota> {
-    let algorithm = request.algorithm.as_deref().unwrap_or("token_bucket");
-    Ok(Quota::new(
-        request.rate,
-        request.per.parse()?,
-        algorithm.parse()?,
-    )?)
+    Ok(request.quota()?)
 }
 
 /// A missing data directory: a mistyped `--data-dir`, most likely.

@@ -82,12 +82,15 @@ impl FromStr for Algorithm {
     }
 }
 
-/// A validated limit: at most `rate` units per `period`, enforced by `algorithm`.
+/// A validated limit: at most `rate` units per `period`, enforced by `algorithm`, with
+/// a capacity of `burst` units (the rate unless [`with_burst`](Quota::with_burst) says
+/// otherwise; only a token bucket may have another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
     rate: u64,
     period: Period,
     algorithm: Algorithm,
+    burst: u64,
 }
 
 impl Quota {
@@ -109,12 +112,57 @@ impl Quota {
             rate,
             period,
             algorithm,
+            burst: rate,
         })
     }
 
-    /// The most units allowed per period (also the largest allowed cost).
+    /// This quota with a capacity of `burst` units, or an error naming the bad value and
+    /// the fix. A token bucket holds at most `burst` units and refills at `rate` per
+    /// period: a burst larger than the rate allows bursts above the sustained rate, a
+    /// smaller one smooths traffic at the same sustained rate. Any burst from 1 to
+    /// [`MAX_RATE`] is allowed for a token bucket; the other algorithms count units
+    /// per window, where the capacity is the rate, so they accept only `burst == rate`
+    /// (which changes nothing).
+    pub fn with_burst(self, burst: u64) -> Result<Self> {
+        if burst == 0 {
+            return Err(Error::invalid(
+                None,
+                "burst 0 is invalid: the burst must be a whole number of at least 1",
+            ));
+        }
+        if burst > MAX_RATE {
+            return Err(Error::invalid(
+                None,
+                format!("burst {burst} is too large: the largest burst is {MAX_RATE}"),
+            ));
+        }
+        if burst != self.rate && self.algorithm != Algorithm::TokenBucket {
+            return Err(Error::invalid(
+                None,
+                format!(
+                    "burst {burst} is invalid for {}: burst applies to token_bucket only ({} holds at most its rate, {} units, per window); use the token_bucket algorithm, or a larger rate, or leave burst out",
+                    self.algorithm, self.algorithm, self.rate
+                ),
+            ));
+        }
+        Ok(Quota { burst, ..self })
+    }
+
+    /// The sustained rate: units per period.
     pub fn rate(&self) -> u64 {
         self.rate
+    }
+
+    /// The capacity: the most units available at once, and so the largest allowed cost.
+    /// The rate unless the quota was made [`with_burst`](Self::with_burst).
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+
+    /// Whether the capacity differs from the rate (only possible for a token bucket):
+    /// such a quota is logged with a `configure_burst` record.
+    pub fn has_burst(&self) -> bool {
+        self.burst != self.rate
     }
 
     /// The period.
@@ -154,7 +202,7 @@ impl LimitState {
     }
 
     /// Decides whether `cost` units fit at `now`, without changing anything.
-    /// `cost` must be in `1..=quota.rate()`.
+    /// `cost` must be in `1..=quota.burst()`.
     pub fn decide(&self, quota: &Quota, now: UnixNanos, cost: u64) -> Decision {
         match self {
             LimitState::TokenBucket(s) => s.decide(quota, now, cost),
@@ -210,7 +258,8 @@ impl LimitState {
     /// The state after reconfiguring from `old` to `new` at `now`.
     ///
     /// With the same algorithm the units already consumed carry over (capped at the new
-    /// rate), so `remaining` becomes `max(0, new_rate - consumed)`; with another
+    /// capacity), so `remaining` becomes `max(0, new_burst - consumed)`, where
+    /// `consumed = old_burst - old_remaining` (the burst is the rate unless set); with another
     /// algorithm the key starts at full capacity. A sliding window log keeps its
     /// recorded events, which then expire by the new period.
     #[must_use]
@@ -222,10 +271,12 @@ impl LimitState {
             return LimitState::SlidingWindowLog(log.clone());
         }
         let (remaining, _) = self.peek(old, now);
-        let consumed = old.rate().saturating_sub(remaining).min(new.rate());
+        let consumed = old.burst().saturating_sub(remaining).min(new.burst());
         let mut state = LimitState::full(new.algorithm());
         if consumed > 0 {
-            // Within the new quota: at most its rate is consumed at once.
+            // Within the new quota: at most its capacity is consumed at once. For a
+            // token bucket this sets tat = now + consumed emission intervals exactly, so
+            // remaining is exactly new_burst - consumed.
             state.consume(new, now, consumed);
         }
         state

@@ -18,9 +18,14 @@ pub const LOG_MAGIC: [u8; 8] = *b"FLINTLOG";
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"FLINTSNP";
 /// The log format version this build writes; it reads every version from 1 up to it.
 pub const LOG_VERSION: u32 = 2;
-/// The snapshot format version this build writes; it reads every version from 1 up to
-/// it. Versioned apart from the log: each file changes on its own.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// The newest snapshot format version this build writes; it reads every version from 1
+/// up to it. Versioned apart from the log: each file changes on its own. Version 3 adds
+/// each key's burst; it is written only when some key has a burst (a capacity other
+/// than its rate), and otherwise the snapshot is version 2, byte for byte what earlier
+/// builds wrote.
+pub const SNAPSHOT_VERSION: u32 = 3;
+/// The snapshot version written when no key has a burst.
+pub const SNAPSHOT_VERSION_WITHOUT_BURSTS: u32 = 2;
 
 /// Length of the log header: magic, version, flags, generation, reserved, crc32c.
 pub const LOG_HEADER_LEN: u64 = 32;
@@ -59,6 +64,12 @@ pub mod kind {
     /// one that changed nothing is not written). Added within log version 2 (earlier
     /// version 2 builds refuse it as an unknown kind).
     pub const REFUND: u8 = 9;
+    /// A limit with a burst (a token bucket whose capacity differs from its rate) was
+    /// created or changed: a [`CONFIGURE`] with the burst after the algorithm code. A
+    /// limit without one is still written as a `CONFIGURE`, so logs without bursts are
+    /// byte for byte what earlier builds wrote. Added within log version 2 (earlier
+    /// version 2 builds refuse it as an unknown kind).
+    pub const CONFIGURE_BURST: u8 = 10;
 }
 
 /// Flags of one key of a [`kind::CHECK_ALL_PER_KEY`] record. Persisted.

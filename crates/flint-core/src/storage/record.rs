@@ -118,12 +118,19 @@ impl Event {
         out.extend_from_slice(&[0u8; FRAME_HEADER_LEN as usize]);
         match self {
             Event::Configure { id, at, quota, key } => {
-                out.push(kind::CONFIGURE);
+                out.push(if quota.has_burst() {
+                    kind::CONFIGURE_BURST
+                } else {
+                    kind::CONFIGURE
+                });
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&at.to_le_bytes());
                 out.extend_from_slice(&quota.rate().to_le_bytes());
                 out.extend_from_slice(&quota.period().as_millis().to_le_bytes());
                 out.push(quota.algorithm() as u8);
+                if quota.has_burst() {
+                    out.extend_from_slice(&quota.burst().to_le_bytes());
+                }
                 out.extend_from_slice(&(key.len() as u16).to_le_bytes());
                 out.extend_from_slice(key.as_bytes());
             }
@@ -208,7 +215,7 @@ impl Event {
         let mut r = Cursor::new(payload, base);
         let kind = r.u8("record kind")?;
         let event = match kind {
-            kind::CONFIGURE => {
+            kind::CONFIGURE | kind::CONFIGURE_BURST => {
                 let id = r.u32("key id")?;
                 let at = r.u64("time")?;
                 let rate_at = r.offset();
@@ -217,14 +224,34 @@ impl Event {
                 let per_ms = r.u64("period")?;
                 let code_at = r.offset();
                 let code = r.u8("algorithm code")?;
+                let burst_at = r.offset();
+                let burst = if kind == kind::CONFIGURE_BURST {
+                    Some(r.u64("burst")?)
+                } else {
+                    None
+                };
                 let key = r.str16("key", MAX_KEY_LEN)?.to_owned();
                 let algorithm = Algorithm::from_code(code).ok_or_else(|| {
                     Cursor::error_at(code_at, DecodeReason::UnknownAlgorithm(code))
                 })?;
                 let period = Period::from_millis(per_ms)
                     .map_err(|e| DecodeError::bad_value(per_at, "period", e))?;
-                let quota = Quota::new(rate, period, algorithm)
+                let mut quota = Quota::new(rate, period, algorithm)
                     .map_err(|e| DecodeError::bad_value(rate_at, "rate", e))?;
+                if let Some(burst) = burst {
+                    // The engine writes this kind only for a burst that differs from
+                    // the rate: a record that says otherwise was not written by it.
+                    if burst == rate {
+                        return Err(DecodeError::bad_value(
+                            burst_at,
+                            "burst",
+                            format!("burst {burst} equals the rate: such a limit is written as a plain configure record"),
+                        ));
+                    }
+                    quota = quota
+                        .with_burst(burst)
+                        .map_err(|e| DecodeError::bad_value(burst_at, "burst", e))?;
+                }
                 Event::Configure { id, at, quota, key }
             }
             kind::CHECK_ALLOWED | kind::CHECK_DENIED => Event::Check {
@@ -387,6 +414,7 @@ pub fn strip_synced(frames: &[u8]) -> (Vec<u8>, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::algorithm::MAX_RATE;
 
     fn item(id: u32, cost: u64, lacked_room: bool) -> CheckAllItem {
         CheckAllItem {
@@ -446,12 +474,22 @@ mod tests {
 
     fn events() -> Vec<Event> {
         let quota = Quota::new(100, "1m".parse().unwrap(), Algorithm::SlidingWindowLog).unwrap();
+        let bursty = Quota::new(10, "1s".parse().unwrap(), Algorithm::TokenBucket)
+            .unwrap()
+            .with_burst(50)
+            .unwrap();
         vec![
             Event::Configure {
                 id: 3,
                 at: 42,
                 quota,
                 key: "api:user-42".into(),
+            },
+            Event::Configure {
+                id: 9,
+                at: 42,
+                quota: bursty,
+                key: "api:bursty".into(),
             },
             Event::Check {
                 id: 3,
@@ -542,6 +580,51 @@ mod tests {
         let mut long = payload.to_vec();
         long.push(0);
         assert!(Event::decode(&long, 0).is_err(), "trailing byte");
+    }
+
+    #[test]
+    fn a_burst_is_written_only_when_it_differs_from_the_rate_as_kind_10() {
+        let plain = Quota::new(10, "1s".parse().unwrap(), Algorithm::TokenBucket).unwrap();
+        let configure = |quota| Event::Configure {
+            id: 0x0A0B,
+            at: 0x0102,
+            quota,
+            key: "k".into(),
+        };
+        let mut without = Vec::new();
+        configure(plain).encode_frame(&mut without);
+        let mut same = Vec::new();
+        configure(plain.with_burst(10).unwrap()).encode_frame(&mut same);
+        assert_eq!(without, same, "burst == rate is a plain configure record");
+        assert_eq!(without[FRAME_HEADER_LEN as usize], kind::CONFIGURE);
+
+        let mut frame = Vec::new();
+        configure(plain.with_burst(50).unwrap()).encode_frame(&mut frame);
+        let payload = &frame[FRAME_HEADER_LEN as usize..];
+        assert_eq!(payload.len(), 1 + 4 + 8 + 8 + 8 + 1 + 8 + 2 + 1);
+        assert_eq!(payload[0], kind::CONFIGURE_BURST);
+        assert_eq!(payload[1..5], 0x0A0Bu32.to_le_bytes());
+        assert_eq!(payload[5..13], 0x0102u64.to_le_bytes());
+        assert_eq!(payload[13..21], 10u64.to_le_bytes());
+        assert_eq!(payload[21..29], 1000u64.to_le_bytes());
+        assert_eq!(payload[29], Algorithm::TokenBucket as u8);
+        assert_eq!(payload[30..38], 50u64.to_le_bytes());
+        assert_eq!(payload[38..40], 1u16.to_le_bytes());
+        assert_eq!(payload[40], b'k');
+        assert_eq!(
+            Event::decode(payload, 0).unwrap(),
+            configure(plain.with_burst(50).unwrap())
+        );
+
+        // A burst equal to the rate, zero, too large, or on another algorithm is refused.
+        for (burst, code) in [(10u64, 1u8), (0, 1), (MAX_RATE + 1, 1), (50, 2), (50, 3)] {
+            let mut bad = payload.to_vec();
+            bad[29] = code;
+            bad[30..38].copy_from_slice(&burst.to_le_bytes());
+            let err = Event::decode(&bad, 100).unwrap_err();
+            assert_eq!(err.offset, 130, "burst {burst}, algorithm {code}: {err:?}");
+        }
+        assert!(Event::decode(&payload[..35], 0).is_err(), "short");
     }
 
     #[test]

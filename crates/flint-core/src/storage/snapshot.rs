@@ -9,6 +9,7 @@ use crate::registry::{Counters, Entry, HistoryEvent, Registry};
 use crate::storage::codec::{Cursor, DecodeError, DecodeReason};
 use crate::storage::format::{
     history_flags, LOG_HEADER_LEN, MAX_KEY_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
+    SNAPSHOT_VERSION_WITHOUT_BURSTS,
 };
 use crate::MAX_RATE;
 
@@ -22,11 +23,18 @@ pub struct Covers {
     pub offset: u64,
 }
 
-/// Serialises `registry` as a snapshot covering `covers`.
+/// Serialises `registry` as a snapshot covering `covers`: version 3 when some key has a
+/// burst, else version 2 (what builds before bursts wrote and still read).
 pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
+    let with_bursts = registry.iter().any(|(_, e)| e.quota.has_burst());
+    let version = if with_bursts {
+        SNAPSHOT_VERSION
+    } else {
+        SNAPSHOT_VERSION_WITHOUT_BURSTS
+    };
     let mut out = Vec::with_capacity(64 + registry.len() * 96);
     out.extend_from_slice(&SNAPSHOT_MAGIC);
-    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&covers.generation.to_le_bytes());
     out.extend_from_slice(&covers.offset.to_le_bytes());
@@ -40,6 +48,9 @@ pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
         out.extend_from_slice(&entry.quota.rate().to_le_bytes());
         out.extend_from_slice(&entry.quota.period().as_millis().to_le_bytes());
         out.push(entry.quota.algorithm() as u8);
+        if with_bursts {
+            out.extend_from_slice(&entry.quota.burst().to_le_bytes());
+        }
         let c = entry.counters;
         for n in [
             c.allowed,
@@ -177,8 +188,16 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
             .ok_or_else(|| Cursor::error_at(code_at, DecodeReason::UnknownAlgorithm(code)))?;
         let period =
             Period::from_millis(per_ms).map_err(|e| DecodeError::bad_value(per_at, "period", e))?;
-        let quota = Quota::new(rate, period, algorithm)
+        let mut quota = Quota::new(rate, period, algorithm)
             .map_err(|e| DecodeError::bad_value(rate_at, "rate", e))?;
+        // Version 3 holds every key's burst (its rate when it has none).
+        if version >= 3 {
+            let burst_at = r.offset();
+            let burst = r.u64("burst")?;
+            quota = quota
+                .with_burst(burst)
+                .map_err(|e| DecodeError::bad_value(burst_at, "burst", e))?;
+        }
         let counters_at = r.offset();
         let counters = Counters {
             allowed: r.u64("allowed count")?,
@@ -511,6 +530,40 @@ mod tests {
             "{err}"
         );
         assert_eq!(v1[err.offset as usize], history_flags::BLOCKED_BY_OTHER);
+    }
+
+    #[test]
+    fn a_snapshot_is_version_3_with_every_burst_only_when_some_key_has_one() {
+        let mut registry = sample();
+        let covers = Covers {
+            generation: 1,
+            offset: 32,
+        };
+        let without = encode(&registry, covers);
+        assert_eq!(without[8..12], 2u32.to_le_bytes());
+        let t0 = 1_700_000_000_000_000_000;
+        let bursty = Quota::new(10, "1s".parse().unwrap(), Algorithm::TokenBucket)
+            .unwrap()
+            .with_burst(50)
+            .unwrap();
+        registry.apply_configure(3, "bursty", bursty, t0 + 20);
+        registry.apply_check(3, t0 + 21, 45, true, None);
+        let bytes = encode(&registry, covers);
+        assert_eq!(bytes[8..12], 3u32.to_le_bytes());
+        let (decoded, _) = decode(&bytes, 4).unwrap();
+        assert_eq!(decoded, registry);
+        assert_eq!(decoded.get(3).unwrap().quota.burst(), 50);
+        assert_eq!(decoded.get(0).unwrap().quota.burst(), 10);
+        // A version 3 entry whose burst is refused by its quota is refused: key 0
+        // ("k0", a token bucket) starts at 52; its burst follows id, key, rate, per, code.
+        let burst_at = 52 + 4 + 2 + 2 + 8 + 8 + 1;
+        assert_eq!(bytes[burst_at..burst_at + 8], 10u64.to_le_bytes());
+        let mut zero = bytes[..bytes.len() - 4].to_vec();
+        zero[burst_at..burst_at + 8].copy_from_slice(&0u64.to_le_bytes());
+        let crc = crc32c::crc32c(&zero);
+        zero.extend_from_slice(&crc.to_le_bytes());
+        let err = decode(&zero, 4).unwrap_err();
+        assert_eq!(err.offset, burst_at as u64, "{err}");
     }
 
     #[test]
