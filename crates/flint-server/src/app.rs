@@ -110,7 +110,8 @@ impl AppState {
     /// The state of an app serving `limiter`.
     pub fn new(limiter: Arc<Limiter>, options: AppOptions) -> Self {
         let blocking = Arc::new(Semaphore::new(options.max_blocking.max(1)));
-        let metrics = Metrics::new(Arc::clone(&limiter));
+        let routes: Vec<String> = openapi_document().paths.paths.into_keys().collect();
+        let metrics = Metrics::new(Arc::clone(&limiter), &routes);
         AppState {
             inner: Arc::new(Inner {
                 limiter,
@@ -595,10 +596,7 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let _in_flight = InFlight::enter(&state.inner);
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let timeout = state.inner.options.request_timeout;
     let response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
@@ -613,7 +611,10 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .into_response(),
     };
     let metrics = state.metrics();
-    metrics.observe(route, started.elapsed().as_secs_f64());
+    metrics.observe(
+        route.as_ref().map(MatchedPath::as_str),
+        started.elapsed().as_secs_f64(),
+    );
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         metrics.error(code);
         if response.status().is_server_error() {

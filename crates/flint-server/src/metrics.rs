@@ -5,6 +5,7 @@
 //! are kept by the server; the engine's totals (syncs, log size, compactions) are read
 //! from [`flint_core::Limiter::stats`] at each scrape.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use flint_core::Limiter;
@@ -50,6 +51,9 @@ fn base(name: &'static str, suffixes: &[&str]) -> &'static str {
         .fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n))
 }
 
+/// The route label of a request that matched no route.
+const UNMATCHED: &str = "unmatched";
+
 type Labels = [(&'static str, &'static str); 1];
 /// The route template of a request: a bounded set (the API's routes and `unmatched`).
 type RouteLabel = [(&'static str, String); 1];
@@ -61,12 +65,16 @@ pub struct Metrics {
     checks: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
     latency: Family<RouteLabel, Histogram>,
+    /// The histogram of each route, made at start: a request finds its own without
+    /// allocating its label.
+    routes: HashMap<String, Histogram>,
     connections: Gauge,
 }
 
 impl Metrics {
     /// The metrics of a server over `limiter`.
-    pub fn new(limiter: Arc<Limiter>) -> Self {
+    /// `routes` are the API's path templates (and any other label to expect).
+    pub fn new(limiter: Arc<Limiter>, routes: &[String]) -> Self {
         let mut registry = Registry::default();
         let checks = Family::<Labels, Counter>::default();
         let errors = Family::<Labels, Counter>::default();
@@ -101,6 +109,14 @@ impl Metrics {
             registry,
             checks,
             errors,
+            routes: routes
+                .iter()
+                .chain(std::iter::once(&UNMATCHED.to_owned()))
+                .map(|route| {
+                    let histogram = latency.get_or_create(&[("route", route.clone())]).clone();
+                    (route.clone(), histogram)
+                })
+                .collect(),
             latency,
             connections,
         }
@@ -119,11 +135,16 @@ impl Metrics {
         self.errors.get_or_create(&[("code", code)]).inc();
     }
 
-    /// Records a request's latency under its route template.
-    pub fn observe(&self, route: String, seconds: f64) {
-        self.latency
-            .get_or_create(&[("route", route)])
-            .observe(seconds);
+    /// Records a request's latency under its route template (`None`: no route).
+    pub fn observe(&self, route: Option<&str>, seconds: f64) {
+        let route = route.unwrap_or(UNMATCHED);
+        match self.routes.get(route) {
+            Some(histogram) => histogram.observe(seconds),
+            None => self
+                .latency
+                .get_or_create(&[("route", route.to_owned())])
+                .observe(seconds),
+        }
     }
 
     /// The open-connections gauge.
