@@ -139,6 +139,8 @@ impl Shared {
 
     fn compact_now(&self) -> Result<CompactReport> {
         let _one_at_a_time = lock(&self.compaction);
+        // Keys back at full capacity need not be in the snapshot.
+        self.sweep(None)?;
         let compaction = Compaction::capture(self)?;
         compaction.sync_covered(self)?;
         compaction.write_snapshot(self)?;

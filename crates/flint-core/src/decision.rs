@@ -21,6 +21,10 @@ pub struct Decision {
     pub algorithm: Algorithm,
     /// The cost that was asked for.
     pub cost: u64,
+    /// True when a shadow limit allowed a request it would have denied: `allowed` is
+    /// true, nothing was consumed, and `remaining`, `reset_at` are what an enforced
+    /// limit would show (`retry_after` is 0: the request went through).
+    pub shadow_denied: bool,
 }
 
 /// One item of an all-or-nothing check.

@@ -3,9 +3,10 @@
 use std::fmt::Write as _;
 
 use crate::error::Result;
-use crate::inspect::{CheckLevel, DoctorCheck, DoctorReport};
+use crate::inspect::{CheckLevel, DoctorCheck, DoctorReport, TemplateReport};
 use crate::limiter::{lock, Shared};
 use crate::storage::recovery::TornTail;
+use crate::storage::sys;
 
 /// What doctor says about what recovery cut.
 fn torn_detail(torn: TornTail) -> String {
@@ -131,6 +132,30 @@ impl Shared {
             Ok(free) => check("disk_space", CheckLevel::Ok, format!("{free} bytes free")),
             Err(e) => check("disk_space", CheckLevel::Warn, format!("cannot tell: {e}")),
         }
+        let templates: Vec<TemplateReport> = core
+            .registry
+            .iter()
+            .filter(|(_, e)| e.is_template())
+            .filter_map(|(id, e)| {
+                let state = core.registry.template_state(id)?;
+                Some(TemplateReport {
+                    template: e.key.to_string(),
+                    live_keys: state.live,
+                    remembered_keys: state.top.items().len(),
+                })
+            })
+            .collect();
+        let memory_bytes = core.registry.memory_bytes() as u64;
+        let live: usize = templates.iter().map(|t| t.live_keys).sum();
+        check(
+            "memory",
+            CheckLevel::Ok,
+            format!(
+                "{} entries in about {memory_bytes} bytes; {} templates with {live} keys holding state (keys back at full capacity are dropped)",
+                core.registry.len(),
+                templates.len()
+            ),
+        );
         let ok = checks.iter().all(|c| c.level != CheckLevel::Fail);
         Ok(DoctorReport {
             ok,
@@ -142,6 +167,9 @@ impl Shared {
             snapshot_bytes: core.snapshot_bytes,
             keys: core.registry.len(),
             pending_events: pending,
+            templates,
+            memory_bytes,
+            process_resident_bytes: sys::resident_bytes(),
         })
     }
 }

@@ -18,6 +18,9 @@ impl Shared {
                 // A failure poisons the engine; callers see it on their next write.
                 let _ = self.commit.sync_all();
             }
+            // Keys made from templates that are back at full capacity go, a slice of
+            // ids per round. A failure poisons or closes the engine; callers see it.
+            let _ = self.sweep_round();
             if self.compaction_due() && !self.compacting.swap(true, Ordering::SeqCst) {
                 // On a thread of its own: async waiters rely on this thread for their
                 // syncs, and a compaction of many keys takes a while. The log stays

@@ -24,6 +24,65 @@ pub struct Status {
     pub counters: Counters,
     /// When it was last checked.
     pub last_seen: Option<UnixNanos>,
+    /// The template the key takes its limit from, when it has no limit of its own
+    /// (`None` for configured keys and for templates themselves).
+    pub template: Option<String>,
+}
+
+impl Status {
+    /// Whether this is a template (its key ends in `*`); its counters sum those of
+    /// every key made from it.
+    pub fn is_template(&self) -> bool {
+        crate::templates::is_template(&self.key)
+    }
+}
+
+/// Which entries `list()` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListKind {
+    /// Keys and templates.
+    #[default]
+    All,
+    /// Keys only: configured ones and those made from templates that hold state.
+    Keys,
+    /// Templates only.
+    Templates,
+}
+
+impl ListKind {
+    /// The name users write.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListKind::All => "all",
+            ListKind::Keys => "keys",
+            ListKind::Templates => "templates",
+        }
+    }
+
+    /// Whether an entry with this key is listed.
+    pub fn includes(self, key: &str) -> bool {
+        match self {
+            ListKind::All => true,
+            ListKind::Keys => !crate::templates::is_template(key),
+            ListKind::Templates => crate::templates::is_template(key),
+        }
+    }
+}
+
+impl FromStr for ListKind {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        [ListKind::All, ListKind::Keys, ListKind::Templates]
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| {
+                Error::invalid(
+                    None,
+                    format!("list kind {name:?} is unknown: use one of all, keys, templates"),
+                )
+            })
+    }
 }
 
 /// The orderings `top()` knows.
@@ -39,6 +98,8 @@ pub enum TopBy {
     AllowedCost,
     /// Most checks of either kind.
     Checks,
+    /// Most checks a shadow limit would have denied.
+    ShadowDenied,
 }
 
 impl TopBy {
@@ -49,7 +110,8 @@ impl TopBy {
             TopBy::Allowed => c.allowed,
             TopBy::DeniedCost => c.denied_cost,
             TopBy::AllowedCost => c.allowed_cost,
-            TopBy::Checks => c.allowed + c.denied,
+            TopBy::Checks => c.allowed.saturating_add(c.denied),
+            TopBy::ShadowDenied => c.shadow_denied,
         }
     }
 
@@ -61,6 +123,7 @@ impl TopBy {
             TopBy::DeniedCost => "denied_cost",
             TopBy::AllowedCost => "allowed_cost",
             TopBy::Checks => "checks",
+            TopBy::ShadowDenied => "shadow_denied",
         }
     }
 }
@@ -75,13 +138,14 @@ impl FromStr for TopBy {
             TopBy::DeniedCost,
             TopBy::AllowedCost,
             TopBy::Checks,
+            TopBy::ShadowDenied,
         ]
         .into_iter()
         .find(|by| by.name() == name)
         .ok_or_else(|| {
             Error::invalid(
                 None,
-                format!("top(by={name:?}) is unknown: use one of denied, allowed, denied_cost, allowed_cost, checks"),
+                format!("top(by={name:?}) is unknown: use one of denied, allowed, denied_cost, allowed_cost, checks, shadow_denied"),
             )
         })
     }
@@ -136,17 +200,42 @@ pub struct DoctorReport {
     pub log_bytes: u64,
     /// Size of the snapshot (0 when none).
     pub snapshot_bytes: u64,
-    /// Configured keys.
+    /// Entries: configured keys, templates and keys made from templates that hold
+    /// state.
     pub keys: usize,
     /// Events written but not yet synced.
     pub pending_events: u64,
+    /// Every template with the keys made from it that hold state now, by template.
+    pub templates: Vec<TemplateReport>,
+    /// Memory the engine's state holds, approximately (keys, their state and
+    /// history, the indexes, the template summaries).
+    pub memory_bytes: u64,
+    /// The resident memory of the whole process (from `/proc/self/statm`), when the
+    /// system says.
+    pub process_resident_bytes: Option<u64>,
+}
+
+/// One template in the doctor's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateReport {
+    /// The template (ending in `*`).
+    pub template: String,
+    /// Keys made from it that hold state now (the others cost nothing).
+    pub live_keys: usize,
+    /// Dropped keys whose counters its summary remembers (at most 100).
+    pub remembered_keys: usize,
 }
 
 /// The engine's running totals since it was opened (for metrics): cheap to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
-    /// Configured keys.
+    /// Entries: configured keys, templates and keys made from templates that hold
+    /// state.
     pub keys: usize,
+    /// Templates.
+    pub templates: usize,
+    /// Keys made from templates that hold state now.
+    pub template_keys: usize,
     /// Logical size of the log.
     pub log_bytes: u64,
     /// Size of the snapshot (0 when none).

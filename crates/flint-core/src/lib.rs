@@ -39,6 +39,7 @@ pub mod inspect;
 pub mod limiter;
 pub mod registry;
 mod storage;
+pub mod templates;
 
 /// Administration of a data directory that is not open: repair (what
 /// `flint doctor --repair` does) and the names of the directory's files.
@@ -64,14 +65,16 @@ pub mod backend {
     pub use crate::storage::memory::MemoryBackend;
 }
 
-pub use algorithm::{Algorithm, Quota, MAX_RATE};
+pub use algorithm::{Algorithm, Mode, Quota, MAX_RATE};
 pub use clock::{
     from_unix_seconds, to_unix_seconds, Clock, ManualClock, SystemClock, UnixNanos, MAX_TIME,
 };
 pub use decision::{Decision, ItemDecision, LimitChange, MultiDecision};
 pub use duration::Period;
 pub use error::{Error, Result};
-pub use inspect::{CheckLevel, DoctorCheck, DoctorReport, Stats, Status, TopBy};
+pub use inspect::{
+    CheckLevel, DoctorCheck, DoctorReport, ListKind, Stats, Status, TemplateReport, TopBy,
+};
 pub use limiter::{CompactReport, Deferred, Limiter, Options, Pending, PendingFuture, SyncMode};
 pub use registry::{Counters, HistoryEvent};
 pub use storage::format::{MAX_CHECK_ALL_ITEMS, MAX_KEY_LEN};

@@ -18,19 +18,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use crate::algorithm::{Algorithm, Quota};
+use crate::algorithm::{Algorithm, LimitState, Quota};
 use crate::clock::{Clock, SystemClock, UnixNanos};
 use crate::decision::{Decision, ItemDecision, LimitChange, MultiDecision};
 use crate::error::{Error, Result};
 use crate::group_commit::{Durable, GroupCommit};
-use crate::inspect::{DoctorReport, Stats, Status, TopBy};
-use crate::registry::{Entry, HistoryEvent, Registry, DEFAULT_HISTORY_CAPACITY};
+use crate::inspect::{DoctorReport, ListKind, Stats, Status, TopBy};
+use crate::registry::{Counters, Entry, HistoryEvent, Registry, DEFAULT_HISTORY_CAPACITY};
 use crate::storage::backend::{Backend, DirLock, LogFile};
 use crate::storage::file::FileBackend;
 use crate::storage::format::{LOG_FILE, MAX_CHECK_ALL_ITEMS, MAX_KEY_LEN};
 use crate::storage::record::{CheckAllItem, Event};
 use crate::storage::recovery::{self, TornTail};
 use crate::storage::sys;
+use crate::templates::is_template;
+
+/// How many key ids the background flusher looks at per round for keys made from
+/// templates that are back at full capacity (a round holds the state lock for about a
+/// millisecond at most).
+const SWEEP_IDS_PER_ROUND: u32 = 65_536;
+
+/// A sweep that dropped at least this many keys hands the freed memory back to the
+/// system.
+const RELEASE_MEMORY_AFTER_DROPS: usize = 4_096;
 
 /// When a call's record must be on disk before the call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +218,8 @@ pub(crate) struct Core {
     pub(crate) replayed: u64,
     pub(crate) torn: Option<TornTail>,
     pub(crate) snapshot_bytes: u64,
+    /// Where the background sweep goes on from (see [`SWEEP_IDS_PER_ROUND`]).
+    sweep_cursor: u32,
 }
 
 /// What the limiter's handle, its flusher thread and its futures share.
@@ -317,19 +329,27 @@ fn validate_refund(key: &str, cost: u64, quota: &Quota) -> Result<()> {
     Ok(())
 }
 
+/// The decision a caller sees: the algorithm's outcome with the limit's figures; a
+/// shadow limit lets through what it would have denied, and says so.
 fn decision(quota: &Quota, outcome: Decision, cost: u64) -> Decision {
+    let shadow_denied = !outcome.allowed && quota.is_shadow();
     Decision {
-        allowed: outcome.allowed,
+        allowed: outcome.allowed || shadow_denied,
         remaining: outcome.remaining,
         reset_at: outcome.reset_at,
-        retry_after: outcome.retry_after,
+        retry_after: if shadow_denied {
+            0
+        } else {
+            outcome.retry_after
+        },
         limit: quota.burst(),
         algorithm: quota.algorithm(),
         cost,
+        shadow_denied,
     }
 }
 
-fn status_of(entry: &Entry, now: UnixNanos) -> Status {
+fn status_of(registry: &Registry, entry: &Entry, now: UnixNanos) -> Status {
     let (remaining, reset_at) = entry.state.peek(&entry.quota, now);
     Status {
         key: entry.key.to_string(),
@@ -338,17 +358,81 @@ fn status_of(entry: &Entry, now: UnixNanos) -> Status {
         reset_at,
         counters: entry.counters,
         last_seen: (entry.last_seen != 0).then_some(entry.last_seen),
+        template: entry
+            .template
+            .and_then(|t| registry.get(t))
+            .map(|t| t.key.to_string()),
     }
 }
 
-fn find<'r>(registry: &'r Registry, key: &str) -> Result<(u32, &'r Entry)> {
+/// The status of `key`, covered by `template` and holding no state: full capacity, no
+/// decisions.
+fn stateless_status(key: &str, template: &Entry, now: UnixNanos) -> Status {
+    Status {
+        key: key.to_owned(),
+        quota: template.quota,
+        remaining: template.quota.burst(),
+        reset_at: now,
+        counters: Counters::default(),
+        last_seen: None,
+        template: Some(template.key.to_string()),
+    }
+}
+
+/// What a key names.
+enum Target<'r> {
+    /// An entry of its own: a configured key, a key made from a template that holds
+    /// state, or a template.
+    Entry(u32, &'r Entry),
+    /// No entry, but a template covers it: the key is at full capacity.
+    Covered(u32, &'r Entry),
+}
+
+fn resolve<'r>(registry: &'r Registry, key: &str) -> Result<Target<'r>> {
     validate_key(key)?;
-    registry
+    if let Some(found) = registry
         .lookup(key)
-        .and_then(|id| registry.get(id).map(|e| (id, e)))
+        .and_then(|id| registry.get(id).map(|e| Target::Entry(id, e)))
+    {
+        return Ok(found);
+    }
+    registry
+        .template_for(key)
+        .and_then(|t| registry.get(t).map(|e| Target::Covered(t, e)))
         .ok_or_else(|| Error::LimitNotFound {
             key: key.to_owned(),
         })
+}
+
+/// A decision, refund or check names a template itself.
+fn template_is_not_a_key(key: &str) -> Error {
+    let prefix = crate::templates::prefix_of(key);
+    Error::invalid(
+        Some(key),
+        format!(
+            "key {key:?} ends in \"*\", so it is a template (the limit of every key that starts with {prefix:?}), not a key to check: check a key it covers, such as \"{prefix}203.0.113.9\""
+        ),
+    )
+}
+
+/// Like [`resolve`], for the calls that decide or change quota: a template is refused.
+fn resolve_key<'r>(registry: &'r Registry, key: &str) -> Result<Target<'r>> {
+    if is_template(key) {
+        validate_key(key)?;
+        return Err(template_is_not_a_key(key));
+    }
+    resolve(registry, key)
+}
+
+fn new_key_id(registry: &Registry, key: &str) -> Result<u32> {
+    let id = registry.next_id();
+    if id == u32::MAX {
+        return Err(Error::invalid(
+            Some(key),
+            "this data directory has 4294967295 keys: remove unused keys and start a new data directory",
+        ));
+    }
+    Ok(id)
 }
 
 /// The result of a call, before its durability wait: `wait()` blocks until the
@@ -512,6 +596,7 @@ impl Limiter {
                 replayed: recovered.replayed,
                 torn: recovered.torn,
                 snapshot_bytes,
+                sweep_cursor: 0,
             }),
             commit,
             compaction: Mutex::new(()),
@@ -574,10 +659,20 @@ impl Limiter {
     pub fn peek(&self, key: &str, cost: u64) -> Result<Decision> {
         let core = self.shared.lock_core()?;
         let now = self.shared.now(&core)?;
-        let (_, entry) = find(&core.registry, key)?;
-        validate_cost(key, cost, &entry.quota)?;
-        let outcome = entry.state.decide(&entry.quota, now, cost);
-        Ok(decision(&entry.quota, outcome, cost))
+        let (quota, outcome) = match resolve_key(&core.registry, key)? {
+            Target::Entry(_, entry) => {
+                validate_cost(key, cost, &entry.quota)?;
+                (entry.quota, entry.state.decide(&entry.quota, now, cost))
+            }
+            // No state: what a new key at full capacity would answer.
+            Target::Covered(_, template) => {
+                let quota = template.quota;
+                validate_cost(key, cost, &quota)?;
+                let full = LimitState::full(quota.algorithm());
+                (quota, full.decide(&quota, now, cost))
+            }
+        };
+        Ok(decision(&quota, outcome, cost))
     }
 
     /// Checks `key` for `cost` units and consumes them when allowed.
@@ -624,36 +719,49 @@ impl Limiter {
         self.deferred().remove(key)?.wait()
     }
 
-    /// The limit, capacity and counters of `key`, or `None` when it has no limit.
+    /// The limit, capacity and counters of `key`, or `None` when it has no limit. A
+    /// key covered by a template that holds no state is at full capacity with no
+    /// decisions (its template's summary keeps the counters of dropped keys; see
+    /// [`top`](Self::top)); a template's counters sum those of its keys.
     pub fn status(&self, key: &str) -> Result<Option<Status>> {
         let core = self.shared.lock_core()?;
         let now = self.shared.now(&core)?;
-        Ok(core
-            .registry
-            .lookup(key)
-            .and_then(|id| core.registry.get(id))
-            .map(|e| status_of(e, now)))
+        Ok(match resolve(&core.registry, key) {
+            Ok(Target::Entry(_, entry)) => Some(status_of(&core.registry, entry, now)),
+            Ok(Target::Covered(_, template)) => Some(stateless_status(key, template, now)),
+            Err(Error::LimitNotFound { .. }) => None,
+            Err(e) => return Err(e),
+        })
     }
 
-    /// Every limit whose key starts with `prefix` (all when `None`), sorted by key.
+    /// Every entry whose key starts with `prefix` (all when `None`), sorted by key:
+    /// configured keys, templates, and keys made from templates while they hold state.
     pub fn list(&self, prefix: Option<&str>) -> Result<Vec<Status>> {
+        self.list_kind(prefix, ListKind::All)
+    }
+
+    /// Like [`list`](Self::list), only the entries of `kind` (keys or templates).
+    pub fn list_kind(&self, prefix: Option<&str>, kind: ListKind) -> Result<Vec<Status>> {
         let core = self.shared.lock_core()?;
         let now = self.shared.now(&core)?;
         let mut all: Vec<Status> = core
             .registry
             .iter()
-            .filter(|(_, e)| prefix.is_none_or(|p| e.key.starts_with(p)))
-            .map(|(_, e)| status_of(e, now))
+            .filter(|(_, e)| prefix.is_none_or(|p| e.key.starts_with(p)) && kind.includes(&e.key))
+            .map(|(_, e)| status_of(&core.registry, e, now))
             .collect();
         drop(core);
         all.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         Ok(all)
     }
 
-    /// The most recent `limit` decisions of `key`, oldest first.
+    /// The most recent `limit` decisions of `key`, oldest first (none for a key
+    /// covered by a template that holds no state, and for a template).
     pub fn history(&self, key: &str, limit: usize) -> Result<Vec<HistoryEvent>> {
         let core = self.shared.lock_core()?;
-        let (_, entry) = find(&core.registry, key)?;
+        let Target::Entry(_, entry) = resolve(&core.registry, key)? else {
+            return Ok(Vec::new());
+        };
         let events = entry.history.as_deref().map(|h| {
             let skip = h.len().saturating_sub(limit);
             h.iter().skip(skip).copied().collect()
@@ -661,22 +769,76 @@ impl Limiter {
         Ok(events.unwrap_or_default())
     }
 
-    /// The `limit` keys with the highest `by` (keys where it is zero are left out).
+    /// The `limit` keys with the highest `by` (keys where it is zero are left out):
+    /// keys holding state, and the keys that templates dropped at full capacity whose
+    /// counters their summaries remember (the most denied ones; see
+    /// [`TopKeys`](crate::templates::TopKeys)). Templates are not ranked.
     pub fn top(&self, by: TopBy, limit: usize) -> Result<Vec<Status>> {
         let core = self.shared.lock_core()?;
         let now = self.shared.now(&core)?;
-        let mut ranked: Vec<(u64, &Entry)> = core
-            .registry
+        let registry = &core.registry;
+        // The counters a summary remembers of keys that hold state again add to theirs.
+        let mut remembered: HashMap<&str, Counters> = HashMap::new();
+        let mut dropped: Vec<(Counters, &str, &Entry)> = Vec::new();
+        for (id, template) in registry.iter().filter(|(_, e)| e.is_template()) {
+            let Some(state) = registry.template_state(id) else {
+                continue;
+            };
+            for item in state.top.items() {
+                if registry.lookup(&item.key).is_some() {
+                    remembered.entry(&item.key).or_default().add(&item.counters);
+                } else {
+                    dropped.push((item.counters, &item.key, template));
+                }
+            }
+        }
+        enum Row<'r> {
+            Live(&'r Entry, Counters),
+            Dropped(&'r str, &'r Entry, Counters),
+        }
+        let mut ranked: Vec<(u64, &str, Row<'_>)> = registry
             .iter()
-            .map(|(_, e)| (by.metric(&e.counters), e))
-            .filter(|(metric, _)| *metric > 0)
+            .filter(|(_, e)| !e.is_template())
+            .map(|(_, e)| {
+                let mut counters = e.counters;
+                if let Some(more) = remembered.get(&*e.key) {
+                    counters.add(more);
+                }
+                (by.metric(&counters), &*e.key, Row::Live(e, counters))
+            })
+            .chain(dropped.into_iter().map(|(counters, key, template)| {
+                (
+                    by.metric(&counters),
+                    key,
+                    Row::Dropped(key, template, counters),
+                )
+            }))
+            .filter(|(metric, _, _)| *metric > 0)
             .collect();
-        ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.key.cmp(&b.1.key)));
+        ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         Ok(ranked
             .into_iter()
             .take(limit)
-            .map(|(_, e)| status_of(e, now))
+            .map(|(_, _, row)| match row {
+                Row::Live(entry, counters) => Status {
+                    counters,
+                    ..status_of(registry, entry, now)
+                },
+                Row::Dropped(key, template, counters) => Status {
+                    counters,
+                    ..stateless_status(key, template, now)
+                },
+            })
             .collect())
+    }
+
+    /// Drops now every key made from a template that is back at full capacity: its
+    /// state goes (it decides exactly as before when checked again) and its counters go
+    /// into its template's summary. Returns how many were dropped. The background
+    /// flusher does this a slice of key ids at a time, and compaction in full; this is
+    /// for tests and for handing memory back at once.
+    pub fn sweep(&self) -> Result<usize> {
+        self.shared.sweep(None)
     }
 
     /// Syncs every event written so far to disk.
@@ -698,8 +860,11 @@ impl Limiter {
         let (syncs, sync_nanos) = self.shared.commit.sync_totals();
         let (written, durable) = self.shared.commit.positions();
         let core = self.shared.lock_core()?;
+        let template_keys = core.registry.template_keys();
         Ok(Stats {
             keys: core.registry.len(),
+            templates: core.registry.template_count(),
+            template_keys,
             log_bytes: core.log.as_ref().map_or(0, |log| log.len()),
             snapshot_bytes: core.snapshot_bytes,
             pending_events: written.seq.saturating_sub(durable.seq),
@@ -800,6 +965,15 @@ impl Shared {
     /// record when the durable end moved since the last one, and returns its sequence
     /// number. On error nothing was recorded and the caller must not apply the event.
     fn append(&self, core: &mut Core, event: &Event) -> Result<u64> {
+        self.append_all(core, &[event])
+    }
+
+    /// Appends `events` as one write (see [`append`](Self::append)): a power loss keeps
+    /// a prefix of them.
+    fn append_all(&self, core: &mut Core, events: &[&Event]) -> Result<u64> {
+        let Some(first) = events.first() else {
+            return Ok(self.commit.positions().0.seq);
+        };
         let Core {
             log,
             scratch,
@@ -814,13 +988,15 @@ impl Shared {
             let mark = durable > *marked_through;
             if mark {
                 Event::Synced {
-                    at: event.at(),
+                    at: first.at(),
                     through: durable,
                     salt: *salt,
                 }
                 .encode_frame(scratch);
             }
-            event.encode_frame(scratch);
+            for event in events {
+                event.encode_frame(scratch);
+            }
             log.append(scratch)
                 .map_err(|e| Error::io("append to", backend.path(LOG_FILE), e))?;
             if mark {
@@ -864,7 +1040,13 @@ impl Shared {
         let mut core = self.lock_core()?;
         let now = self.now(&core)?;
         let (id, change) = if let Some(id) = core.registry.lookup(key) {
-            if core.registry.get(id).is_some_and(|e| e.quota == quota) {
+            // A key made from a template takes a limit of its own even when it is the
+            // template's.
+            if core
+                .registry
+                .get(id)
+                .is_some_and(|e| e.quota == quota && e.template.is_none())
+            {
                 // Nothing to write, but the limit itself (another caller's configure)
                 // may not be on disk yet: "unchanged" is as durable as "created".
                 let written = self.commit.positions().0.seq;
@@ -873,14 +1055,7 @@ impl Shared {
             }
             (id, LimitChange::Updated)
         } else {
-            let id = core.registry.next_id();
-            if id == u32::MAX {
-                return Err(Error::invalid(
-                    Some(key),
-                    "this data directory has used all 4294967295 key ids: remove unused keys and start a new data directory",
-                ));
-            }
-            (id, LimitChange::Created)
+            (new_key_id(&core.registry, key)?, LimitChange::Created)
         };
         let event = Event::Configure {
             id,
@@ -897,27 +1072,100 @@ impl Shared {
     fn check(&self, key: &str, cost: u64) -> Result<Pending<Decision>> {
         let mut core = self.lock_core()?;
         let now = self.now(&core)?;
-        let (id, entry) = find(&core.registry, key)?;
-        validate_cost(key, cost, &entry.quota)?;
-        let outcome = entry.state.decide(&entry.quota, now, cost);
-        let decision = decision(&entry.quota, outcome, cost);
+        let (id, made_from, quota, outcome) = match resolve_key(&core.registry, key)? {
+            Target::Entry(id, entry) => {
+                validate_cost(key, cost, &entry.quota)?;
+                let outcome = entry.state.decide(&entry.quota, now, cost);
+                (id, None, entry.quota, outcome)
+            }
+            // The first decision on a key its template covers: made at full capacity,
+            // and logged as made in the same write as the decision.
+            Target::Covered(template, entry) => {
+                let quota = entry.quota;
+                validate_cost(key, cost, &quota)?;
+                let outcome = LimitState::full(quota.algorithm()).decide(&quota, now, cost);
+                (
+                    new_key_id(&core.registry, key)?,
+                    Some(template),
+                    quota,
+                    outcome,
+                )
+            }
+        };
+        let decision = decision(&quota, outcome, cost);
         let event = Event::Check {
             id,
             at: now,
             cost,
             allowed: outcome.allowed,
         };
-        let seq = self.append(&mut core, &event)?;
+        let seq = match made_from {
+            None => self.append(&mut core, &event)?,
+            Some(template) => {
+                let derive = Event::Derive {
+                    id,
+                    at: now,
+                    template,
+                    key: key.to_owned(),
+                };
+                let seq = self.append_all(&mut core, &[&derive, &event])?;
+                self.apply(&mut core, |r| r.apply_derive(id, template, key, now))?;
+                seq
+            }
+        };
         self.apply(&mut core, |r| {
             r.apply_check(id, now, cost, outcome.allowed, Some(outcome.remaining));
         })?;
         drop(core);
-        // Denials change no quota: they do not wait for the disk.
-        Ok(if decision.allowed {
+        // Denials (and shadow denials) change no quota: they do not wait for the disk.
+        Ok(if outcome.allowed {
             self.durable_after(decision, seq)
         } else {
             Pending::ready(decision)
         })
+    }
+
+    /// Drops the keys made from templates that are back at full capacity: all of them
+    /// (`max_ids` `None`), or those among the next `max_ids` ids after the last sweep's
+    /// (the background flusher's rounds). Written as one `sweep` record when it drops
+    /// any; replay drops the same keys. Returns how many were dropped.
+    pub(crate) fn sweep(&self, max_ids: Option<u32>) -> Result<usize> {
+        let mut core = self.lock_core()?;
+        if core.registry.template_count() == 0 {
+            return Ok(0);
+        }
+        let now = self.now(&core)?;
+        let bound = core.registry.id_bound();
+        let (from, to) = match max_ids {
+            None => (0, bound),
+            Some(count) => {
+                let from = if core.sweep_cursor >= bound {
+                    0
+                } else {
+                    core.sweep_cursor
+                };
+                (from, from.saturating_add(count).min(bound))
+            }
+        };
+        core.sweep_cursor = if to >= bound { 0 } else { to };
+        if from >= to || core.registry.sweepable(now, from, to) == 0 {
+            return Ok(0);
+        }
+        // A sweep changes no decision: it does not wait for the disk (a power loss
+        // that loses it loses nothing; the keys are dropped again).
+        let event = Event::Sweep { at: now, from, to };
+        self.append(&mut core, &event)?;
+        let dropped = self.apply(&mut core, |r| r.apply_sweep(now, from, to))?;
+        drop(core);
+        if dropped >= RELEASE_MEMORY_AFTER_DROPS {
+            sys::release_free_memory();
+        }
+        Ok(dropped)
+    }
+
+    /// One round of the background sweep (see [`sweep`](Self::sweep)).
+    pub(crate) fn sweep_round(&self) -> Result<usize> {
+        self.sweep(Some(SWEEP_IDS_PER_ROUND))
     }
 
     fn check_all(&self, items: &[(&str, u64)]) -> Result<Pending<MultiDecision>> {
@@ -929,26 +1177,43 @@ impl Shared {
         }
         let mut core = self.lock_core()?;
         let now = self.now(&core)?;
-        // Distinct keys in first-appearance order, with summed costs.
-        let mut merged: Vec<(u32, u64)> = Vec::with_capacity(items.len());
-        let mut slot_of: HashMap<u32, usize> = HashMap::with_capacity(items.len());
+        // Distinct keys in first-appearance order, with summed costs; a key that its
+        // template covers without state has no id yet.
+        struct Item<'k> {
+            key: &'k str,
+            id: Option<u32>,
+            template: Option<u32>,
+            quota: Quota,
+            cost: u64,
+        }
+        let mut merged: Vec<Item<'_>> = Vec::with_capacity(items.len());
+        let mut slot_of: HashMap<&str, usize> = HashMap::with_capacity(items.len());
         let mut slots = Vec::with_capacity(items.len());
         for &(key, cost) in items {
-            let (id, entry) = find(&core.registry, key)?;
-            validate_cost(key, cost, &entry.quota)?;
-            let slot = *slot_of.entry(id).or_insert_with(|| {
-                merged.push((id, 0));
+            let (id, template, quota) = match resolve_key(&core.registry, key)? {
+                Target::Entry(id, entry) => (Some(id), None, entry.quota),
+                Target::Covered(template, entry) => (None, Some(template), entry.quota),
+            };
+            validate_cost(key, cost, &quota)?;
+            let slot = *slot_of.entry(key).or_insert_with(|| {
+                merged.push(Item {
+                    key,
+                    id,
+                    template,
+                    quota,
+                    cost: 0,
+                });
                 merged.len() - 1
             });
             if let Some(m) = merged.get_mut(slot) {
-                m.1 += cost;
-                if m.1 > entry.quota.burst() {
+                m.cost += cost;
+                if m.cost > quota.burst() {
                     return Err(Error::invalid(
                         Some(key),
                         format!(
                             "the costs given for key {key:?} in one check_all() sum to {}, more than its {}: such a request could never be allowed",
-                            m.1,
-                            capacity_words(&entry.quota)
+                            m.cost,
+                            capacity_words(&quota)
                         ),
                     ));
                 }
@@ -964,25 +1229,53 @@ impl Shared {
                 ),
             ));
         }
-        let outcomes: Vec<Decision> = merged
+        // The input is valid: keys that their templates cover get their state now (a
+        // key at full capacity; should a later step fail, it is dropped again).
+        let mut ids = Vec::with_capacity(merged.len());
+        for item in &merged {
+            let id = match (item.id, item.template) {
+                (Some(id), _) => id,
+                (None, Some(template)) => {
+                    let id = new_key_id(&core.registry, item.key)?;
+                    let derive = Event::Derive {
+                        id,
+                        at: now,
+                        template,
+                        key: item.key.to_owned(),
+                    };
+                    self.append(&mut core, &derive)?;
+                    self.apply(&mut core, |r| r.apply_derive(id, template, item.key, now))?;
+                    id
+                }
+                (None, None) => unreachable!("a key resolves to an entry or a template"),
+            };
+            ids.push(id);
+        }
+        let outcomes: Vec<Decision> = ids
             .iter()
-            .filter_map(|&(id, cost)| {
+            .zip(&merged)
+            .filter_map(|(&id, item)| {
                 core.registry
                     .get(id)
-                    .map(|e| e.state.decide(&e.quota, now, cost))
+                    .map(|e| e.state.decide(&e.quota, now, item.cost))
             })
             .collect();
-        let allowed = outcomes.iter().all(|o| o.allowed);
+        // A shadow limit lacking room lets the check through (and consumes nothing).
+        let allowed = merged
+            .iter()
+            .zip(&outcomes)
+            .all(|(item, o)| o.allowed || item.quota.is_shadow());
         // A denial counts only on the keys that lacked room; the others were blocked.
         let event = Event::CheckAll {
             at: now,
             allowed,
-            items: merged
+            items: ids
                 .iter()
+                .zip(&merged)
                 .zip(&outcomes)
-                .map(|(&(id, cost), outcome)| CheckAllItem {
+                .map(|((&id, item), outcome)| CheckAllItem {
                     id,
-                    cost,
+                    cost: item.cost,
                     lacked_room: !outcome.allowed,
                 })
                 .collect(),
@@ -990,44 +1283,45 @@ impl Shared {
         let seq = self.append(&mut core, &event)?;
         let shown = self.apply(&mut core, |registry| {
             let mut shown = Vec::with_capacity(merged.len());
-            for (&(id, cost), outcome) in merged.iter().zip(&outcomes) {
+            for ((&id, item), outcome) in ids.iter().zip(&merged).zip(&outcomes) {
                 let lacked_room = !outcome.allowed;
                 let mut outcome = *outcome;
-                if !allowed {
+                if !allowed || lacked_room {
                     // Nothing was consumed: report the key as it stands.
                     if let Some(e) = registry.get(id) {
                         (outcome.remaining, outcome.reset_at) = e.state.peek(&e.quota, now);
                     }
-                    outcome.allowed = false;
                 }
                 registry.apply_check_all_item(
                     id,
                     now,
-                    cost,
+                    item.cost,
                     allowed,
                     lacked_room,
                     Some(outcome.remaining),
                 );
+                // The call's decision; a shadow limit that lacked room says so.
+                outcome.allowed = allowed && !lacked_room;
                 shown.push(outcome);
             }
             shown
         })?;
-        let registry = &core.registry;
         let denied_key = merged
             .iter()
             .zip(&outcomes)
-            .find(|(_, o)| !o.allowed)
-            .and_then(|((id, _), _)| registry.get(*id))
-            .map(|e| e.key.to_string());
+            .find(|(item, o)| !o.allowed && !item.quota.is_shadow())
+            .map(|(item, _)| item.key.to_owned());
         let results = items
             .iter()
             .zip(&slots)
             .filter_map(|(&(key, cost), &slot)| {
-                let (id, _) = merged.get(slot)?;
-                let quota = registry.get(*id)?.quota;
+                let item = merged.get(slot)?;
+                let mut decision = decision(&item.quota, *shown.get(slot)?, cost);
+                // In a denied call nothing went through, a shadow limit's key neither.
+                decision.allowed &= allowed;
                 Some(ItemDecision {
                     key: key.to_owned(),
-                    decision: decision(&quota, *shown.get(slot)?, cost),
+                    decision,
                 })
             })
             .collect();
@@ -1047,7 +1341,14 @@ impl Shared {
     fn refund(&self, key: &str, cost: u64) -> Result<Pending<()>> {
         let mut core = self.lock_core()?;
         let now = self.now(&core)?;
-        let (id, entry) = find(&core.registry, key)?;
+        let (id, entry) = match resolve_key(&core.registry, key)? {
+            Target::Entry(id, entry) => (id, entry),
+            // No state: at full capacity, nothing to give back.
+            Target::Covered(_, template) => {
+                validate_refund(key, cost, &template.quota)?;
+                return Ok(Pending::ready(()));
+            }
+        };
         validate_refund(key, cost, &entry.quota)?;
         if entry.state.remaining(&entry.quota, now) == entry.quota.burst() {
             // Full capacity: nothing to give back, nothing to write. The state it saw
@@ -1063,6 +1364,8 @@ impl Shared {
         Ok(self.durable_after((), seq))
     }
 
+    /// Resets or removes `key`. A key its template covers without state has nothing
+    /// to reset or remove: nothing is written.
     fn change(
         &self,
         key: &str,
@@ -1070,7 +1373,10 @@ impl Shared {
     ) -> Result<Pending<()>> {
         let mut core = self.lock_core()?;
         let now = self.now(&core)?;
-        let (id, _) = find(&core.registry, key)?;
+        let id = match resolve(&core.registry, key)? {
+            Target::Entry(id, _) => id,
+            Target::Covered(..) => return Ok(Pending::ready(())),
+        };
         let event = event(id, now);
         let seq = self.append(&mut core, &event)?;
         self.apply(&mut core, |r| r.apply(&event))?

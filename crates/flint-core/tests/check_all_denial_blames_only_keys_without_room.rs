@@ -32,6 +32,7 @@ fn assert_blame(limiter: &Limiter, when: &str) {
             denied: 0,
             allowed_cost: 2,
             denied_cost: 0,
+            shadow_denied: 0,
         },
         "{when}"
     );
@@ -44,6 +45,7 @@ fn assert_blame(limiter: &Limiter, when: &str) {
             denied: 1,
             allowed_cost: 2,
             denied_cost: 1,
+            shadow_denied: 0,
         },
         "{when}"
     );

@@ -69,6 +69,7 @@ fn counters(allowed: u64, denied: u64, allowed_cost: u64, denied_cost: u64) -> C
         denied,
         allowed_cost,
         denied_cost,
+        shadow_denied: 0,
     }
 }
 
@@ -81,6 +82,7 @@ fn expected() -> Vec<Status> {
         reset_at,
         counters,
         last_seen: Some(last_seen),
+        template: None,
     };
     vec![
         status(

@@ -37,6 +37,7 @@ fn assert_v1_state(limiter: &flint_core::Limiter) {
         denied,
         allowed_cost,
         denied_cost,
+        shadow_denied: 0,
     };
     assert_eq!(
         summary,

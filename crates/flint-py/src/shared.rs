@@ -168,6 +168,7 @@ impl PySharedLimiter {
             per: quota.period().to_string(),
             algorithm: Some(quota.algorithm().name().to_owned()),
             burst: quota.has_burst().then_some(quota.burst()),
+            mode: quota.is_shadow().then(|| quota.mode().name().to_owned()),
         };
         let client = self.client(py)?;
         let response = py

@@ -20,11 +20,13 @@ pub struct Health {
     pub version: String,
 }
 
-/// `POST /v1/limits`: configure a limit.
+/// `POST /v1/limits`: configure a limit, of a key or of a template (a key ending in
+/// `*`: the limit of every key that starts with the text before it and has no limit of
+/// its own; the longest such prefix wins).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitRequest {
-    /// The key (1 to 1,024 bytes of UTF-8).
+    /// The key (1 to 1,024 bytes of UTF-8), or a template such as `ip:*`.
     #[schema(example = "api:user-42")]
     pub key: String,
     /// Units allowed per period (≥ 1).
@@ -43,6 +45,11 @@ pub struct LimitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = 500, minimum = 1)]
     pub burst: Option<u64>,
+    /// `enforce` (default) or `shadow`: a shadow limit allows every check and counts
+    /// the ones it would have denied as `shadow_denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "enforce")]
+    pub mode: Option<String>,
 }
 
 impl LimitRequest {
@@ -50,11 +57,14 @@ impl LimitRequest {
     /// the fix: the one reading of a request, for the server and the CLI.
     pub fn quota(&self) -> flint_core::Result<Quota> {
         let algorithm = self.algorithm.as_deref().unwrap_or("token_bucket");
-        let quota = Quota::new(self.rate, self.per.parse()?, algorithm.parse()?)?;
-        match self.burst {
-            Some(burst) => quota.with_burst(burst),
-            None => Ok(quota),
+        let mut quota = Quota::new(self.rate, self.per.parse()?, algorithm.parse()?)?;
+        if let Some(burst) = self.burst {
+            quota = quota.with_burst(burst)?;
         }
+        if let Some(mode) = &self.mode {
+            quota = quota.with_mode(mode.parse()?);
+        }
+        Ok(quota)
     }
 }
 
@@ -133,6 +143,9 @@ pub struct CheckResult {
     pub algorithm: String,
     /// The cost asked for.
     pub cost: u64,
+    /// True when a shadow limit allowed a request it would have denied (`allowed` is
+    /// true and nothing was consumed).
+    pub shadow_denied: bool,
 }
 
 impl CheckResult {
@@ -147,6 +160,7 @@ impl CheckResult {
             limit: d.limit,
             algorithm: d.algorithm.name().to_owned(),
             cost: d.cost,
+            shadow_denied: d.shadow_denied,
         }
     }
 }
@@ -291,6 +305,12 @@ pub struct KeyStatus {
     pub per_ms: u64,
     /// The algorithm.
     pub algorithm: String,
+    /// `enforce` or `shadow`.
+    pub mode: String,
+    /// The template the key takes its limit from (a key with no limit of its own), or
+    /// null: for configured keys and for templates (whose keys end in `*`, and whose
+    /// counters sum those of their keys).
+    pub template: Option<String>,
     /// Units available now.
     pub remaining: u64,
     /// Unix seconds at which the key is back to full capacity (now, when full).
@@ -303,6 +323,8 @@ pub struct KeyStatus {
     pub allowed_cost: u64,
     /// Units asked for by denied checks.
     pub denied_cost: u64,
+    /// Checks a shadow limit allowed but would have denied.
+    pub shadow_denied: u64,
     /// Unix seconds of the last check, or null.
     pub last_seen: Option<f64>,
 }
@@ -316,12 +338,15 @@ impl From<&Status> for KeyStatus {
             per: s.quota.period().to_string(),
             per_ms: s.quota.period().as_millis(),
             algorithm: s.quota.algorithm().name().to_owned(),
+            mode: s.quota.mode().name().to_owned(),
+            template: s.template.clone(),
             remaining: s.remaining,
             reset_at: to_unix_seconds(s.reset_at),
             allowed: s.counters.allowed,
             denied: s.counters.denied,
             allowed_cost: s.counters.allowed_cost,
             denied_cost: s.counters.denied_cost,
+            shadow_denied: s.counters.shadow_denied,
             last_seen: s.last_seen.map(to_unix_seconds),
         }
     }
@@ -340,6 +365,9 @@ pub struct LimitList {
 pub struct ListQuery {
     /// Only keys starting with this.
     pub prefix: Option<String>,
+    /// `all` (default), `keys` (configured keys and keys made from templates that hold
+    /// state) or `templates`.
+    pub kind: Option<String>,
 }
 
 /// One remembered decision of a key.
@@ -353,6 +381,8 @@ pub struct HistoryEntry {
     pub allowed: bool,
     /// True when only another key of the same check-all lacked room.
     pub blocked_by_other: bool,
+    /// True when a shadow limit allowed it but would have denied it.
+    pub shadow_denied: bool,
     /// Units left after it.
     pub remaining: u64,
 }
@@ -364,6 +394,7 @@ impl From<&HistoryEvent> for HistoryEntry {
             cost: e.cost,
             allowed: e.allowed,
             blocked_by_other: e.blocked_by_other,
+            shadow_denied: e.shadow_denied,
             remaining: e.remaining,
         }
     }
@@ -402,7 +433,8 @@ fn hundred() -> usize {
 #[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TopQuery {
-    /// `denied` (default), `allowed`, `denied_cost`, `allowed_cost` or `checks`.
+    /// `denied` (default), `allowed`, `denied_cost`, `allowed_cost`, `checks` or
+    /// `shadow_denied`.
     #[serde(default = "denied")]
     #[param(default = "denied")]
     pub by: String,
@@ -466,10 +498,28 @@ pub struct Doctor {
     pub log_bytes: u64,
     /// Size of the snapshot.
     pub snapshot_bytes: u64,
-    /// Configured keys.
+    /// Entries: configured keys, templates, and keys made from templates that hold
+    /// state.
     pub keys: usize,
     /// Events written but not yet synced.
     pub pending_events: u64,
+    /// Every template with its keys that hold state now.
+    pub templates: Vec<DoctorTemplate>,
+    /// Memory the engine's state holds, approximately.
+    pub memory_bytes: u64,
+    /// The server process's resident memory, when the system says.
+    pub process_resident_bytes: Option<u64>,
+}
+
+/// One template in the doctor's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DoctorTemplate {
+    /// The template (ending in `*`).
+    pub template: String,
+    /// Keys made from it that hold state now (keys back at full capacity are dropped).
+    pub live_keys: usize,
+    /// Dropped keys whose counters its summary remembers for `top` (at most 100).
+    pub remembered_keys: usize,
 }
 
 impl From<&DoctorReport> for Doctor {
@@ -493,6 +543,17 @@ impl From<&DoctorReport> for Doctor {
             snapshot_bytes: r.snapshot_bytes,
             keys: r.keys,
             pending_events: r.pending_events,
+            templates: r
+                .templates
+                .iter()
+                .map(|t| DoctorTemplate {
+                    template: t.template.clone(),
+                    live_keys: t.live_keys,
+                    remembered_keys: t.remembered_keys,
+                })
+                .collect(),
+            memory_bytes: r.memory_bytes,
+            process_resident_bytes: r.process_resident_bytes,
         }
     }
 }

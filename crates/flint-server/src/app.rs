@@ -12,7 +12,7 @@ use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use flint_core::{Deferred, Limiter, Pending, TopBy};
+use flint_core::{Deferred, Limiter, ListKind, Pending, TopBy};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use subtle::ConstantTimeEq;
 
@@ -272,8 +272,9 @@ async fn list_limits(
     QueryOf(query): QueryOf<ListQuery>,
 ) -> Result<Json<LimitList>, ApiError> {
     // Every key, under the engine's lock: off the async workers.
+    let kind: ListKind = query.kind.as_deref().unwrap_or("all").parse()?;
     let statuses = state
-        .blocking(move |limiter| limiter.list(query.prefix.as_deref()))
+        .blocking(move |limiter| limiter.list_kind(query.prefix.as_deref(), kind))
         .await?;
     Ok(Json(LimitList {
         limits: statuses.iter().map(KeyStatus::from).collect(),

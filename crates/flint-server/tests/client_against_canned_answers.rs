@@ -209,6 +209,7 @@ fn requests_carry_the_token_json_and_percent_encoded_keys() {
             per: "1m".into(),
             algorithm: None,
             burst: None,
+            mode: None,
         })
         .unwrap();
     assert_eq!(change.change, "created");
@@ -390,6 +391,7 @@ fn a_check_that_got_no_answer_is_never_sent_again() {
                 per: "1s".into(),
                 algorithm: None,
                 burst: None,
+                mode: None,
             })
             .map(drop)
         }),

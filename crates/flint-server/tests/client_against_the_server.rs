@@ -79,6 +79,7 @@ fn limit(client: &Client, key: &str, rate: u64) -> String {
             per: "1h".to_owned(),
             algorithm: None,
             burst: None,
+            mode: None,
         })
         .unwrap()
         .change
@@ -222,6 +223,7 @@ fn the_servers_errors_map_to_kinds() {
             per: "1s".into(),
             algorithm: None,
             burst: None,
+            mode: None,
         })
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");

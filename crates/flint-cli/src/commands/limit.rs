@@ -24,6 +24,7 @@ pub(super) fn limit(place: Place<'_>, json: bool, command: &LimitCommand) -> Res
                 per: per.clone(),
                 algorithm: Some(algorithm.clone()),
                 burst: *burst,
+                mode: None,
             };
             // Bad settings must not leave a new, empty data directory behind, and a
             // server would refuse them with the same message.

@@ -40,6 +40,7 @@ impl FixedWindow {
             limit: quota.rate(),
             algorithm: quota.algorithm(),
             cost,
+            shadow_denied: false,
         }
     }
 

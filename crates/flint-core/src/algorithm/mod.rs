@@ -82,15 +82,70 @@ impl FromStr for Algorithm {
     }
 }
 
+/// Whether a limit denies what it would deny, or only counts it. Persisted: never
+/// renumber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum Mode {
+    /// Checks over the limit are denied.
+    #[default]
+    Enforce = 0,
+    /// Every check is allowed; one the limit would have denied is counted and
+    /// remembered as `shadow_denied`, and consumes nothing (the state moves exactly as
+    /// an enforced limit's would). For trying a limit on real traffic before enforcing
+    /// it.
+    Shadow = 1,
+}
+
+impl Mode {
+    /// `enforce` or `shadow`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Shadow => "shadow",
+        }
+    }
+
+    /// The mode persisted as `code`, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        [Mode::Enforce, Mode::Shadow]
+            .into_iter()
+            .find(|m| *m as u8 == code)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "enforce" => Ok(Mode::Enforce),
+            "shadow" => Ok(Mode::Shadow),
+            _ => Err(Error::invalid(
+                None,
+                format!("mode {name:?} is unknown: use \"enforce\" (deny over the limit, the default) or \"shadow\" (allow everything, count what would be denied)"),
+            )),
+        }
+    }
+}
+
 /// A validated limit: at most `rate` units per `period`, enforced by `algorithm`, with
 /// a capacity of `burst` units (the rate unless [`with_burst`](Quota::with_burst) says
-/// otherwise; only a token bucket may have another).
+/// otherwise; only a token bucket may have another), in a [`Mode`] (enforced unless
+/// [`with_mode`](Quota::with_mode) says otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
     rate: u64,
     period: Period,
     algorithm: Algorithm,
     burst: u64,
+    mode: Mode,
 }
 
 impl Quota {
@@ -113,6 +168,7 @@ impl Quota {
             period,
             algorithm,
             burst: rate,
+            mode: Mode::Enforce,
         })
     }
 
@@ -146,6 +202,22 @@ impl Quota {
             ));
         }
         Ok(Quota { burst, ..self })
+    }
+
+    /// This quota in `mode`.
+    #[must_use]
+    pub fn with_mode(self, mode: Mode) -> Self {
+        Quota { mode, ..self }
+    }
+
+    /// Whether checks over the limit are denied or only counted.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether the limit is in shadow mode.
+    pub fn is_shadow(&self) -> bool {
+        self.mode == Mode::Shadow
     }
 
     /// The sustained rate: units per period.
@@ -245,6 +317,12 @@ impl LimitState {
         // A zero-cost look: every algorithm's decide handles cost 0 as "nothing asked".
         let outcome = self.decide(quota, now, 0);
         (outcome.remaining, outcome.reset_at)
+    }
+
+    /// Whether the key is at full capacity at `now`: its state then decides exactly as
+    /// [`LimitState::full`] would, so a key made from a template can be dropped.
+    pub fn is_full(&self, quota: &Quota, now: UnixNanos) -> bool {
+        self.remaining(quota, now) >= quota.burst()
     }
 
     /// Units available at `now` (the first half of [`peek`](Self::peek), cheaper).

@@ -99,6 +99,7 @@ impl SlidingLog {
             limit: quota.rate(),
             algorithm: quota.algorithm(),
             cost,
+            shadow_denied: false,
         }
     }
 

@@ -39,6 +39,7 @@ impl TokenBucket {
                 limit: quota.burst(),
                 algorithm: quota.algorithm(),
                 cost,
+                shadow_denied: false,
             }
         } else {
             // Denied means base > now: allowed again at the first t with
@@ -52,6 +53,7 @@ impl TokenBucket {
                 limit: quota.burst(),
                 algorithm: quota.algorithm(),
                 cost,
+                shadow_denied: false,
             }
         }
     }

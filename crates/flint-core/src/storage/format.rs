@@ -20,12 +20,24 @@ pub const SNAPSHOT_MAGIC: [u8; 8] = *b"FLINTSNP";
 pub const LOG_VERSION: u32 = 2;
 /// The newest snapshot format version this build writes; it reads every version from 1
 /// up to it. Versioned apart from the log: each file changes on its own. Version 3 adds
-/// each key's burst; it is written only when some key has a burst (a capacity other
-/// than its rate), and otherwise the snapshot is version 2, byte for byte what earlier
-/// builds wrote.
-pub const SNAPSHOT_VERSION: u32 = 3;
-/// The snapshot version written when no key has a burst.
+/// each key's burst; version 4 each key's mode, template and shadow denials, and each
+/// template's summary of dropped keys. A snapshot is written in the oldest version that
+/// can hold its state (see [`snapshot_version_for`]), so a directory that uses none of
+/// the newer features is byte for byte what earlier builds wrote.
+pub const SNAPSHOT_VERSION: u32 = 4;
+/// The snapshot version written when no key has a burst, a mode or a template.
 pub const SNAPSHOT_VERSION_WITHOUT_BURSTS: u32 = 2;
+
+/// The oldest snapshot version that holds a state with these features.
+pub fn snapshot_version_for(bursts: bool, templates_or_shadow: bool) -> u32 {
+    if templates_or_shadow {
+        4
+    } else if bursts {
+        3
+    } else {
+        SNAPSHOT_VERSION_WITHOUT_BURSTS
+    }
+}
 
 /// Length of the log header: magic, version, flags, generation, reserved, crc32c.
 pub const LOG_HEADER_LEN: u64 = 32;
@@ -70,6 +82,19 @@ pub mod kind {
     /// byte for byte what earlier builds wrote. Added within log version 2 (earlier
     /// version 2 builds refuse it as an unknown kind).
     pub const CONFIGURE_BURST: u8 = 10;
+    /// A limit in a mode other than enforce (a shadow limit) was created or changed: a
+    /// [`CONFIGURE_BURST`] whose burst is always present (the rate when it has none),
+    /// followed by the mode code (1 = shadow). An enforced limit is still written as a
+    /// `CONFIGURE` or `CONFIGURE_BURST`. Added within log version 2.
+    pub const CONFIGURE_MODE: u8 = 11;
+    /// A key was made from a template: its key id (a free one), the time, the
+    /// template's key id and the key. Written just before the first decision on a key
+    /// that holds no state. Added within log version 2.
+    pub const DERIVE: u8 = 12;
+    /// Keys made from templates with ids in `from..to` that were at full capacity at
+    /// the record's time were dropped (their counters went into their template's
+    /// summary). Written only when it drops at least one. Added within log version 2.
+    pub const SWEEP: u8 = 13;
 }
 
 /// Flags of one key of a [`kind::CHECK_ALL_PER_KEY`] record. Persisted.
@@ -85,6 +110,9 @@ pub mod history_flags {
     pub const ALLOWED: u8 = 1;
     /// Denied only because another key of the same check-all lacked room.
     pub const BLOCKED_BY_OTHER: u8 = 2;
+    /// A shadow limit allowed a request it would have denied (with `ALLOWED`). Since
+    /// snapshot version 4.
+    pub const SHADOW_DENIED: u8 = 4;
 }
 
 /// Encodes the log header for `generation`, at the current [`LOG_VERSION`].

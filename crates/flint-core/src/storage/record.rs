@@ -3,7 +3,7 @@
 //! A frame is `len: u32 | crc32c(payload): u32 | payload`, little-endian. A zero length
 //! marks the end of the log (the file is preallocated with zeros).
 
-use crate::algorithm::{Algorithm, Quota};
+use crate::algorithm::{Algorithm, Mode, Quota};
 use crate::clock::UnixNanos;
 use crate::duration::Period;
 use crate::storage::codec::{Cursor, DecodeError, DecodeReason, Fixed};
@@ -25,6 +25,27 @@ pub enum Event {
         quota: Quota,
         /// The key.
         key: String,
+    },
+    /// A key was made from a template (see [`kind::DERIVE`]).
+    Derive {
+        /// The new key's id (a free one).
+        id: u32,
+        /// When.
+        at: UnixNanos,
+        /// The template's id.
+        template: u32,
+        /// The key.
+        key: String,
+    },
+    /// Keys made from templates, with ids in `from..to`, at full capacity at `at` were
+    /// dropped (see [`kind::SWEEP`]).
+    Sweep {
+        /// When.
+        at: UnixNanos,
+        /// The first id swept.
+        from: u32,
+        /// One past the last id swept.
+        to: u32,
     },
     /// A single-key check and its outcome.
     Check {
@@ -103,6 +124,8 @@ impl Event {
     pub fn at(&self) -> UnixNanos {
         match self {
             Event::Configure { at, .. }
+            | Event::Derive { at, .. }
+            | Event::Sweep { at, .. }
             | Event::Check { at, .. }
             | Event::CheckAll { at, .. }
             | Event::Reset { at, .. }
@@ -118,21 +141,48 @@ impl Event {
         out.extend_from_slice(&[0u8; FRAME_HEADER_LEN as usize]);
         match self {
             Event::Configure { id, at, quota, key } => {
-                out.push(if quota.has_burst() {
+                // The oldest kind that can say it, so that logs without the newer
+                // features are byte for byte what earlier builds wrote.
+                let kind = if quota.mode() != Mode::Enforce {
+                    kind::CONFIGURE_MODE
+                } else if quota.has_burst() {
                     kind::CONFIGURE_BURST
                 } else {
                     kind::CONFIGURE
-                });
+                };
+                out.push(kind);
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&at.to_le_bytes());
                 out.extend_from_slice(&quota.rate().to_le_bytes());
                 out.extend_from_slice(&quota.period().as_millis().to_le_bytes());
                 out.push(quota.algorithm() as u8);
-                if quota.has_burst() {
+                if kind != kind::CONFIGURE {
                     out.extend_from_slice(&quota.burst().to_le_bytes());
+                }
+                if kind == kind::CONFIGURE_MODE {
+                    out.push(quota.mode() as u8);
                 }
                 out.extend_from_slice(&(key.len() as u16).to_le_bytes());
                 out.extend_from_slice(key.as_bytes());
+            }
+            Event::Derive {
+                id,
+                at,
+                template,
+                key,
+            } => {
+                out.push(kind::DERIVE);
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&at.to_le_bytes());
+                out.extend_from_slice(&template.to_le_bytes());
+                out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+                out.extend_from_slice(key.as_bytes());
+            }
+            Event::Sweep { at, from, to } => {
+                out.push(kind::SWEEP);
+                out.extend_from_slice(&at.to_le_bytes());
+                out.extend_from_slice(&from.to_le_bytes());
+                out.extend_from_slice(&to.to_le_bytes());
             }
             Event::Check {
                 id,
@@ -215,7 +265,7 @@ impl Event {
         let mut r = Cursor::new(payload, base);
         let kind = r.u8("record kind")?;
         let event = match kind {
-            kind::CONFIGURE | kind::CONFIGURE_BURST => {
+            kind::CONFIGURE | kind::CONFIGURE_BURST | kind::CONFIGURE_MODE => {
                 let id = r.u32("key id")?;
                 let at = r.u64("time")?;
                 let rate_at = r.offset();
@@ -225,10 +275,27 @@ impl Event {
                 let code_at = r.offset();
                 let code = r.u8("algorithm code")?;
                 let burst_at = r.offset();
-                let burst = if kind == kind::CONFIGURE_BURST {
-                    Some(r.u64("burst")?)
-                } else {
+                let burst = if kind == kind::CONFIGURE {
                     None
+                } else {
+                    Some(r.u64("burst")?)
+                };
+                let mode_at = r.offset();
+                let mode = if kind == kind::CONFIGURE_MODE {
+                    let code = r.u8("mode code")?;
+                    match Mode::from_code(code) {
+                        // An enforced limit is written with an older kind.
+                        Some(Mode::Enforce) | None => {
+                            return Err(DecodeError::bad_value(
+                                mode_at,
+                                "mode code",
+                                format!("mode code {code} is not a mode this kind is written for"),
+                            ))
+                        }
+                        Some(mode) => mode,
+                    }
+                } else {
+                    Mode::Enforce
                 };
                 let key = r.str16("key", MAX_KEY_LEN)?.to_owned();
                 let algorithm = Algorithm::from_code(code).ok_or_else(|| {
@@ -239,9 +306,9 @@ impl Event {
                 let mut quota = Quota::new(rate, period, algorithm)
                     .map_err(|e| DecodeError::bad_value(rate_at, "rate", e))?;
                 if let Some(burst) = burst {
-                    // The engine writes this kind only for a burst that differs from
-                    // the rate: a record that says otherwise was not written by it.
-                    if burst == rate {
+                    // The engine writes the burst kind only for a burst that differs
+                    // from the rate: a record that says otherwise was not written by it.
+                    if burst == rate && kind == kind::CONFIGURE_BURST {
                         return Err(DecodeError::bad_value(
                             burst_at,
                             "burst",
@@ -252,8 +319,24 @@ impl Event {
                         .with_burst(burst)
                         .map_err(|e| DecodeError::bad_value(burst_at, "burst", e))?;
                 }
-                Event::Configure { id, at, quota, key }
+                Event::Configure {
+                    id,
+                    at,
+                    quota: quota.with_mode(mode),
+                    key,
+                }
             }
+            kind::DERIVE => Event::Derive {
+                id: r.u32("key id")?,
+                at: r.u64("time")?,
+                template: r.u32("template id")?,
+                key: r.str16("key", MAX_KEY_LEN)?.to_owned(),
+            },
+            kind::SWEEP => Event::Sweep {
+                at: r.u64("time")?,
+                from: r.u32("first swept id")?,
+                to: r.u32("end of swept ids")?,
+            },
             kind::CHECK_ALLOWED | kind::CHECK_DENIED => Event::Check {
                 id: r.u32("key id")?,
                 at: r.u64("time")?,

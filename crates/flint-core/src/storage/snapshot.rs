@@ -2,15 +2,21 @@
 
 use std::collections::VecDeque;
 
-use crate::algorithm::{Algorithm, FixedWindow, LimitState, Quota, Run, SlidingLog, TokenBucket};
+use crate::algorithm::{
+    Algorithm, FixedWindow, LimitState, Mode, Quota, Run, SlidingLog, TokenBucket,
+};
 use crate::clock::{UnixNanos, MAX_TIME};
 use crate::duration::Period;
 use crate::registry::{Counters, Entry, HistoryEvent, Registry};
 use crate::storage::codec::{Cursor, DecodeError, DecodeReason};
 use crate::storage::format::{
-    history_flags, LOG_HEADER_LEN, MAX_KEY_LEN, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
-    SNAPSHOT_VERSION_WITHOUT_BURSTS,
+    history_flags, snapshot_version_for, LOG_HEADER_LEN, MAX_KEY_LEN, SNAPSHOT_MAGIC,
+    SNAPSHOT_VERSION,
 };
+use crate::templates::{is_template, TopKey, TopKeys, TOP_KEYS_PER_TEMPLATE};
+
+/// The template id of a key that was not made from a template (version 4).
+const NO_TEMPLATE: u32 = u32::MAX;
 use crate::MAX_RATE;
 
 /// The log position a snapshot covers: every record of log `generation` before
@@ -23,15 +29,16 @@ pub struct Covers {
     pub offset: u64,
 }
 
-/// Serialises `registry` as a snapshot covering `covers`: version 3 when some key has a
-/// burst, else version 2 (what builds before bursts wrote and still read).
+/// Serialises `registry` as a snapshot covering `covers`, in the oldest version that
+/// holds it (see [`snapshot_version_for`]).
 pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
-    let with_bursts = registry.iter().any(|(_, e)| e.quota.has_burst());
-    let version = if with_bursts {
-        SNAPSHOT_VERSION
-    } else {
-        SNAPSHOT_VERSION_WITHOUT_BURSTS
-    };
+    let bursts = registry.iter().any(|(_, e)| e.quota.has_burst());
+    let newer = registry.template_count() > 0
+        || registry
+            .iter()
+            .any(|(_, e)| e.quota.mode() != Mode::Enforce || e.counters.shadow_denied > 0);
+    let version = snapshot_version_for(bursts, newer);
+    let with_bursts = version >= 3;
     let mut out = Vec::with_capacity(64 + registry.len() * 96);
     out.extend_from_slice(&SNAPSHOT_MAGIC);
     out.extend_from_slice(&version.to_le_bytes());
@@ -39,7 +46,7 @@ pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
     out.extend_from_slice(&covers.generation.to_le_bytes());
     out.extend_from_slice(&covers.offset.to_le_bytes());
     out.extend_from_slice(&registry.high_water.to_le_bytes());
-    out.extend_from_slice(&registry.next_id().to_le_bytes());
+    out.extend_from_slice(&registry.id_bound().to_le_bytes());
     out.extend_from_slice(&(registry.len() as u64).to_le_bytes());
     for (id, entry) in registry.iter() {
         out.extend_from_slice(&id.to_le_bytes());
@@ -51,6 +58,10 @@ pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
         if with_bursts {
             out.extend_from_slice(&entry.quota.burst().to_le_bytes());
         }
+        if version >= 4 {
+            out.push(entry.quota.mode() as u8);
+            out.extend_from_slice(&entry.template.unwrap_or(NO_TEMPLATE).to_le_bytes());
+        }
         let c = entry.counters;
         for n in [
             c.allowed,
@@ -60,6 +71,9 @@ pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
             entry.last_seen,
         ] {
             out.extend_from_slice(&n.to_le_bytes());
+        }
+        if version >= 4 {
+            out.extend_from_slice(&c.shadow_denied.to_le_bytes());
         }
         match &entry.state {
             LimitState::TokenBucket(s) => out.extend_from_slice(&s.tat.to_le_bytes()),
@@ -89,7 +103,38 @@ pub fn encode(registry: &Registry, covers: Covers) -> Vec<u8> {
             if h.blocked_by_other {
                 flags |= history_flags::BLOCKED_BY_OTHER;
             }
+            if h.shadow_denied {
+                flags |= history_flags::SHADOW_DENIED;
+            }
             out.push(flags);
+        }
+    }
+    if version >= 4 {
+        let summaries: Vec<(u32, &[TopKey])> = registry
+            .iter()
+            .filter(|(_, e)| e.is_template())
+            .filter_map(|(id, _)| Some((id, registry.template_state(id)?.top.items())))
+            .filter(|(_, items)| !items.is_empty())
+            .collect();
+        out.extend_from_slice(&(summaries.len() as u32).to_le_bytes());
+        for (id, items) in summaries {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+            for item in items {
+                out.extend_from_slice(&(item.key.len() as u16).to_le_bytes());
+                out.extend_from_slice(item.key.as_bytes());
+                let c = item.counters;
+                for n in [
+                    c.allowed,
+                    c.denied,
+                    c.allowed_cost,
+                    c.denied_cost,
+                    c.shadow_denied,
+                    item.overcount,
+                ] {
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+            }
         }
     }
     let crc = crc32c::crc32c(&out);
@@ -198,12 +243,34 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
                 .with_burst(burst)
                 .map_err(|e| DecodeError::bad_value(burst_at, "burst", e))?;
         }
+        // Version 4 holds its mode and the template it was made from.
+        let mut template = None;
+        if version >= 4 {
+            let mode_at = r.offset();
+            let code = r.u8("mode code")?;
+            let mode = Mode::from_code(code).ok_or_else(|| {
+                DecodeError::bad_value(mode_at, "mode code", format!("unknown mode {code}"))
+            })?;
+            quota = quota.with_mode(mode);
+            let template_at = r.offset();
+            let id = r.u32("template id")?;
+            if id != NO_TEMPLATE {
+                if is_template(key) {
+                    return Err(inconsistent(
+                        template_at,
+                        format!("template {key:?} is made from another template"),
+                    ));
+                }
+                template = Some(id);
+            }
+        }
         let counters_at = r.offset();
-        let counters = Counters {
+        let mut counters = Counters {
             allowed: r.u64("allowed count")?,
             denied: r.u64("denied count")?,
             allowed_cost: r.u64("allowed cost")?,
             denied_cost: r.u64("denied cost")?,
+            shadow_denied: 0,
         };
         // Every cost is at least 1 (and the sums saturate together with the counts).
         if counters.allowed_cost < counters.allowed {
@@ -226,6 +293,9 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
         }
         let last_seen_at = r.offset();
         let last_seen = r.u64("last seen time")?;
+        if version >= 4 {
+            counters.shadow_denied = r.u64("shadow denied count")?;
+        }
         if last_seen > high_water {
             return Err(inconsistent(
                 last_seen_at,
@@ -245,7 +315,11 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
         )?;
         // Idle keys keep no history allocation, as live.
         let history = (!history.is_empty()).then(|| Box::new(history));
-        if id >= next_id || registry.get(id).is_some() || registry.lookup(key).is_some() {
+        if id >= next_id
+            || id == NO_TEMPLATE
+            || registry.get(id).is_some()
+            || registry.lookup(key).is_some()
+        {
             return Err(inconsistent(
                 entry_at,
                 format!(
@@ -262,11 +336,48 @@ pub fn decode(bytes: &[u8], history_capacity: usize) -> Result<(Registry, Covers
                 counters,
                 last_seen,
                 history,
+                template,
             },
         );
     }
+    if version >= 4 {
+        let count_at = r.offset();
+        let count = r.count("summary count", 8)?;
+        for _ in 0..count {
+            let id_at = r.offset();
+            let id = r.u32("template id")?;
+            let items_len = r.count("summary length", 50)?;
+            if items_len > TOP_KEYS_PER_TEMPLATE || registry.template_state(id).is_some() {
+                return Err(inconsistent(
+                    id_at,
+                    format!("the summary of template id {id} appears twice or holds {items_len} keys, more than {TOP_KEYS_PER_TEMPLATE}"),
+                ));
+            }
+            let mut items = Vec::with_capacity(items_len);
+            for _ in 0..items_len {
+                let key = r.str16("summary key", MAX_KEY_LEN)?.into();
+                let counters = Counters {
+                    allowed: r.u64("allowed count")?,
+                    denied: r.u64("denied count")?,
+                    allowed_cost: r.u64("allowed cost")?,
+                    denied_cost: r.u64("denied cost")?,
+                    shadow_denied: r.u64("shadow denied count")?,
+                };
+                let overcount = r.u64("overcount")?;
+                items.push(TopKey {
+                    key,
+                    counters,
+                    overcount,
+                });
+            }
+            registry.set_top_keys(id, TopKeys::from_items(items));
+        }
+        let _ = count_at;
+    }
     r.finish()?;
-    registry.reserve_ids(next_id);
+    registry
+        .finish_load(next_id)
+        .map_err(|why| inconsistent(next_id_at, why))?;
     Ok((registry, covers))
 }
 
@@ -396,11 +507,16 @@ fn decode_history(
         let remaining = r.u64("history remaining")?;
         let flags_at = r.offset();
         let flags = r.u8("history flags")?;
-        // Version 1 wrote 0 or 1 (allowed); version 2 adds "blocked by another key".
-        let known = if version == 1 {
-            history_flags::ALLOWED
-        } else {
-            history_flags::ALLOWED | history_flags::BLOCKED_BY_OTHER
+        // Version 1 wrote 0 or 1 (allowed); version 2 adds "blocked by another key";
+        // version 4 "shadow denied".
+        let known = match version {
+            1 => history_flags::ALLOWED,
+            2 | 3 => history_flags::ALLOWED | history_flags::BLOCKED_BY_OTHER,
+            _ => {
+                history_flags::ALLOWED
+                    | history_flags::BLOCKED_BY_OTHER
+                    | history_flags::SHADOW_DENIED
+            }
         };
         if flags & !known != 0 {
             return Err(DecodeError::bad_value(
@@ -415,6 +531,7 @@ fn decode_history(
             remaining,
             allowed: flags & history_flags::ALLOWED != 0,
             blocked_by_other: flags & history_flags::BLOCKED_BY_OTHER != 0,
+            shadow_denied: flags & history_flags::SHADOW_DENIED != 0,
         };
         // Decisions are remembered in time order; the newest is when the key was last
         // seen.
@@ -440,6 +557,12 @@ fn decode_history(
                 format!(
                     "key {key:?} remembers {remaining} units remaining after a decision of {cost}"
                 ),
+            ));
+        }
+        if event.shadow_denied && !event.allowed {
+            return Err(inconsistent(
+                flags_at,
+                format!("key {key:?} remembers a shadow denial that was not let through"),
             ));
         }
         if event.allowed && event.blocked_by_other {
@@ -488,7 +611,9 @@ mod tests {
         let (decoded, got) = decode(&encode(&registry, covers), 4).unwrap();
         assert_eq!(got, covers);
         assert_eq!(decoded, registry);
-        assert_eq!(decoded.next_id(), 3);
+        assert_eq!(decoded.id_bound(), 3);
+        // The removed key's id is free again, and the lowest.
+        assert_eq!(decoded.next_id(), 1);
         assert_eq!(decoded.lookup("k2"), Some(2));
         assert_eq!(decoded.lookup("k1"), None);
     }

@@ -149,3 +149,24 @@ impl Drop for LockFd {
         }
     }
 }
+
+/// The process's resident memory in bytes, from `/proc/self/statm` (Linux); `None`
+/// elsewhere.
+pub(crate) fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf reads a constant of the system; it has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Hands memory the allocator holds free back to the system, after many keys were
+/// dropped at once: glibc's allocator keeps freed small blocks in the process unless
+/// asked (`malloc_trim`). Elsewhere, nothing to do.
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
