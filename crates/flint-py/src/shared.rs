@@ -315,7 +315,7 @@ impl PySharedLimiter {
         let prefix = convert::optional_text(prefix, "prefix", fix)?;
         let client = self.client(py)?;
         let all = py
-            .detach(|| client.list(prefix.as_deref()))
+            .detach(|| client.list(prefix.as_deref(), flint_core::ListKind::All))
             .map_err(|e| client_to_py(py, &e))?;
         convert::statuses(py, &all)
     }

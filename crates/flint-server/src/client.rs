@@ -47,6 +47,8 @@ use serde::Serialize;
 use ureq::http::{self, Method, Request, Response, StatusCode, Uri};
 use ureq::{Agent, Body};
 
+use flint_core::ListKind;
+
 use crate::api::{
     code, CheckAllRequest, CheckAllResult, CheckItem, CheckRequest, CheckResult, Compacted, Doctor,
     Done, ErrorBody, Health, History, HistoryEntry, KeyRequest, KeyStatus, LimitList, LimitRequest,
@@ -394,12 +396,20 @@ impl Client {
         }
     }
 
-    /// `GET /v1/limits?prefix=P`: the status of every limit whose key starts with
-    /// `prefix` (all when `None`), sorted by key.
-    pub fn list(&self, prefix: Option<&str>) -> Result<Vec<KeyStatus>> {
-        let path = match prefix {
-            Some(p) => format!("/v1/limits?prefix={}", encode(p)),
-            None => "/v1/limits".to_owned(),
+    /// `GET /v1/limits?prefix=P&kind=K`: the status of every entry whose key starts
+    /// with `prefix` (all when `None`) and is of `kind`, sorted by key.
+    pub fn list(&self, prefix: Option<&str>, kind: ListKind) -> Result<Vec<KeyStatus>> {
+        let mut query = Vec::new();
+        if let Some(p) = prefix {
+            query.push(format!("prefix={}", encode(p)));
+        }
+        if kind != ListKind::All {
+            query.push(format!("kind={}", kind.name()));
+        }
+        let path = if query.is_empty() {
+            "/v1/limits".to_owned()
+        } else {
+            format!("/v1/limits?{}", query.join("&"))
         };
         self.get::<LimitList>(&path, None).map(|l| l.limits)
     }

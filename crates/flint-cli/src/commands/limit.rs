@@ -1,7 +1,7 @@
 //! `flint limit ...`: configure, check and inspect limits.
 
 use anyhow::{bail, Context, Result};
-use flint_core::TopBy;
+use flint_core::{ListKind, TopBy};
 use flint_server::api;
 
 use super::target::{quota_of, Place, Target};
@@ -60,7 +60,7 @@ pub(super) fn limit(place: Place<'_>, json: bool, command: &LimitCommand) -> Res
         }
         LimitCommand::Status { key } => Outcome::render(json, &target.status(key)?, false),
         LimitCommand::List { prefix } => {
-            Outcome::render(json, &target.list(prefix.as_deref())?, false)
+            Outcome::render(json, &target.list(prefix.as_deref(), ListKind::All)?, false)
         }
         LimitCommand::Refund { key, cost } => {
             let done = target.refund(key, *cost)?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use flint_core::{Error, Limiter, Options, Quota, TopBy};
+use flint_core::{Error, Limiter, ListKind, Options, Quota, TopBy};
 use flint_server::api;
 use flint_server::client::{Client, ClientError, ErrorKind};
 
@@ -153,16 +153,16 @@ impl Target {
     }
 
     /// The limits whose keys start with `prefix`, sorted by key.
-    pub(crate) fn list(&self, prefix: Option<&str>) -> Result<api::LimitList> {
+    pub(crate) fn list(&self, prefix: Option<&str>, kind: ListKind) -> Result<api::LimitList> {
         match self {
             Target::Local(limiter) => {
-                let all = limiter.list(prefix).map_err(engine)?;
+                let all = limiter.list_kind(prefix, kind).map_err(engine)?;
                 Ok(api::LimitList {
                     limits: all.iter().map(api::KeyStatus::from).collect(),
                 })
             }
             Target::Remote(client) => Ok(api::LimitList {
-                limits: client.list(prefix).map_err(remote)?,
+                limits: client.list(prefix, kind).map_err(remote)?,
             }),
         }
     }
