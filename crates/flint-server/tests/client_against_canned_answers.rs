@@ -195,7 +195,12 @@ fn requests_carry_the_token_json_and_percent_encoded_keys() {
     let key = "route:/v1/chat é%?#";
     assert!(c.check(key, 2).unwrap().allowed);
     assert!(c.status(key).unwrap().is_some());
-    assert_eq!(c.list(Some("a b/")).unwrap().len(), 1);
+    assert_eq!(
+        c.list(Some("a b/"), flint_core::ListKind::All)
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(c.history(key, 7).unwrap()[0].cost, 1);
     assert_eq!(c.top("denied_cost", 3).unwrap()[0].key, "k");
     c.reset(key).unwrap();

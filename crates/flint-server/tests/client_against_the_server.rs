@@ -5,6 +5,7 @@
 use std::thread;
 use std::time::Duration;
 
+use flint_core::ListKind;
 use flint_server::api::LimitRequest;
 use flint_server::client::{Client, ErrorKind};
 use flint_server::{Server, ServerConfig};
@@ -114,14 +115,14 @@ fn every_method_against_the_server() {
     );
     assert_eq!(c.status("nope").unwrap(), None);
     assert_eq!(
-        c.list(None)
+        c.list(None, ListKind::All)
             .unwrap()
             .iter()
             .map(|s| s.key.as_str())
             .collect::<Vec<_>>(),
         ["a", "b"]
     );
-    assert_eq!(c.list(Some("b")).unwrap().len(), 1);
+    assert_eq!(c.list(Some("b"), ListKind::All).unwrap().len(), 1);
     assert_eq!(c.history("a", 100).unwrap().len(), 4);
     assert_eq!(c.history("a", 1).unwrap().len(), 1);
     assert_eq!(c.top("denied", 20).unwrap()[0].key, "a");
@@ -163,7 +164,7 @@ fn keys_with_any_character_survive_the_path() {
         assert!(c.check(key, 1).unwrap().allowed);
         assert_eq!(c.status(key).unwrap().unwrap().key, key);
         assert_eq!(c.history(key, 10).unwrap().len(), 1, "{key}");
-        assert_eq!(c.list(Some(key)).unwrap()[0].key, key);
+        assert_eq!(c.list(Some(key), ListKind::All).unwrap()[0].key, key);
         c.remove(key).unwrap();
         assert_eq!(c.status(key).unwrap(), None, "{key}");
     }
@@ -252,7 +253,10 @@ fn the_servers_errors_map_to_kinds() {
         Duration::from_secs(5),
     )
     .unwrap();
-    assert_eq!(prefixed.list(None).unwrap_err().kind(), ErrorKind::Protocol);
+    assert_eq!(
+        prefixed.list(None, ListKind::All).unwrap_err().kind(),
+        ErrorKind::Protocol
+    );
 }
 
 /// The server closes a keep-alive connection that stays idle past its header timeout
