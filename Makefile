@@ -58,6 +58,7 @@ demo: develop
 
 bench: develop
 	$(CARGO) bench -p flint-core --bench targets
+	$(CARGO) bench -p flint-core --bench template_burst
 	$(CARGO) bench -p flint-core --bench check -- --noplot
 	$(CARGO) bench -p flint-server --bench server
 	$(IN_VENV) $(PY) bench/python_bench.py

@@ -144,7 +144,28 @@ fn main() {
     let peek = ns_per_op(n, |_| {
         black_box(batch.peek("k", 1).unwrap());
     });
+    // A check on a key that a template covers and that holds no state yet: the
+    // template lookup, a new entry, and its derive record written with the check.
+    batch
+        .limit("ip:*", quota(MAX_RATE, Algorithm::TokenBucket))
+        .unwrap();
+    let fresh_per_run = 200_000u64;
+    let fresh_keys: Vec<String> = (0..5 * fresh_per_run)
+        .map(|i| format!("ip:10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+        .collect();
+    let mut next_fresh = fresh_keys.iter();
+    let template_check = ns_per_op(fresh_per_run, |_| {
+        let key = next_fresh.next().expect("a fresh key per check");
+        black_box(batch.check(key, 1).unwrap());
+    });
     batch.close().unwrap();
+    rows.push(Row {
+        target: "check, sync=batch, new key under a template",
+        measured: fmt_ns(template_check),
+        baseline: format!("{} (check of a configured key)", fmt_ns(batch_check)),
+        ratio: format!("{:.2}×", template_check / batch_check),
+        goal: "≤ 1.5 × configured key",
+    });
     let mut raw = OpenOptions::new()
         .create(true)
         .append(true)

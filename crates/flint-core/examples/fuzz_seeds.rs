@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use flint_core::internals::format::{LOG_FILE, LOG_HEADER_LEN, SNAPSHOT_FILE};
 use flint_core::internals::record::{CheckAllItem, Event};
-use flint_core::{Algorithm, Limiter, ManualClock, Options, Quota, SyncMode};
+use flint_core::{Algorithm, Limiter, ManualClock, Mode, Options, Quota, SyncMode};
 
 const START: u64 = 1_700_000_000_000_000_000;
 const SEC: u64 = 1_000_000_000;
@@ -74,6 +74,23 @@ fn events() -> Vec<Event> {
                 .expect("a burst"),
             key: "api:bursty".into(),
         },
+        Event::Configure {
+            id: 2,
+            at: START + 3,
+            quota: quota(10, "1s", Algorithm::TokenBucket).with_mode(Mode::Shadow),
+            key: "ip:*".into(),
+        },
+        Event::Derive {
+            id: 3,
+            at: START + 3,
+            template: 2,
+            key: "ip:203.0.113.9".into(),
+        },
+        Event::Sweep {
+            at: START + 4,
+            from: 0,
+            to: 4,
+        },
         Event::Remove {
             id: 0,
             at: START + 4,
@@ -115,7 +132,18 @@ fn directory(compact: bool) -> (Option<Vec<u8>>, Vec<u8>) {
                 .expect("a burst"),
         )
         .expect("limit");
+    limiter
+        .limit("ip:*", quota(2, "1s", Algorithm::TokenBucket))
+        .expect("limit");
+    limiter
+        .limit(
+            "shadow",
+            quota(2, "1s", Algorithm::FixedWindowCounter).with_mode(Mode::Shadow),
+        )
+        .expect("limit");
     for i in 0..8u64 {
+        limiter.check(&format!("ip:{}", i % 3), 1).expect("check");
+        limiter.check("shadow", 1).expect("check");
         for key in ["tb", "sw", "fw"] {
             limiter.check(key, 1 + i % 2).expect("check");
         }
@@ -132,6 +160,9 @@ fn directory(compact: bool) -> (Option<Vec<u8>>, Vec<u8>) {
         .limit("sw", quota(3, "2s", Algorithm::SlidingWindowLog))
         .expect("limit");
     limiter.check("sw", 1).expect("check");
+    clock.advance(2 * SEC);
+    limiter.sweep().expect("sweep");
+    limiter.check("ip:9", 1).expect("check");
     limiter.reset("fw").expect("reset");
     limiter.remove("gone").expect("remove");
     let end = limiter.doctor().expect("doctor").log_bytes;

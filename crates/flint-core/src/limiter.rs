@@ -774,6 +774,11 @@ impl Limiter {
     /// counters their summaries remember (the most denied ones; see
     /// [`TopKeys`](crate::templates::TopKeys)). Templates are not ranked.
     pub fn top(&self, by: TopBy, limit: usize) -> Result<Vec<Status>> {
+        /// A ranked key: one holding state, or one a template's summary remembers.
+        enum Row<'r> {
+            Live(&'r Entry, Counters),
+            Dropped(&'r str, &'r Entry, Counters),
+        }
         let core = self.shared.lock_core()?;
         let now = self.shared.now(&core)?;
         let registry = &core.registry;
@@ -791,10 +796,6 @@ impl Limiter {
                     dropped.push((item.counters, &item.key, template));
                 }
             }
-        }
-        enum Row<'r> {
-            Live(&'r Entry, Counters),
-            Dropped(&'r str, &'r Entry, Counters),
         }
         let mut ranked: Vec<(u64, &str, Row<'_>)> = registry
             .iter()
@@ -1169,6 +1170,15 @@ impl Shared {
     }
 
     fn check_all(&self, items: &[(&str, u64)]) -> Result<Pending<MultiDecision>> {
+        /// A distinct key of the call; one that its template covers without state has
+        /// no id yet.
+        struct Item<'k> {
+            key: &'k str,
+            id: Option<u32>,
+            template: Option<u32>,
+            quota: Quota,
+            cost: u64,
+        }
         if items.is_empty() {
             return Err(Error::invalid(
                 None,
@@ -1177,15 +1187,7 @@ impl Shared {
         }
         let mut core = self.lock_core()?;
         let now = self.now(&core)?;
-        // Distinct keys in first-appearance order, with summed costs; a key that its
-        // template covers without state has no id yet.
-        struct Item<'k> {
-            key: &'k str,
-            id: Option<u32>,
-            template: Option<u32>,
-            quota: Quota,
-            cost: u64,
-        }
+        // Distinct keys in first-appearance order, with summed costs.
         let mut merged: Vec<Item<'_>> = Vec::with_capacity(items.len());
         let mut slot_of: HashMap<&str, usize> = HashMap::with_capacity(items.len());
         let mut slots = Vec::with_capacity(items.len());
@@ -1316,9 +1318,12 @@ impl Shared {
             .zip(&slots)
             .filter_map(|(&(key, cost), &slot)| {
                 let item = merged.get(slot)?;
+                let lacked_room = !outcomes.get(slot)?.allowed;
                 let mut decision = decision(&item.quota, *shown.get(slot)?, cost);
-                // In a denied call nothing went through, a shadow limit's key neither.
-                decision.allowed &= allowed;
+                // A shadow denial is a shadow limit's key that lacked room; in a denied
+                // call nothing went through, that key neither.
+                decision.shadow_denied = lacked_room && item.quota.is_shadow();
+                decision.allowed = allowed && (!lacked_room || decision.shadow_denied);
                 Some(ItemDecision {
                     key: key.to_owned(),
                     decision,

@@ -313,7 +313,7 @@ impl Registry {
             }
         }
         self.templates = index;
-        for (id, _) in states.iter() {
+        for id in states.keys() {
             if !self.get(*id).is_some_and(Entry::is_template) {
                 return Err(format!(
                     "dropped-key counters belong to key id {id}, which is not a template"
