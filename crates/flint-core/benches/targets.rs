@@ -166,6 +166,23 @@ fn main() {
         ratio: format!("{:.2}×", template_check / batch_check),
         goal: "≤ 1.5 × configured key",
     });
+    // What any new key costs at least: its text and a value of an entry's size into
+    // a hash map that grows the same way.
+    let mut bare: hashbrown::HashMap<Box<str>, [u64; 18]> = hashbrown::HashMap::new();
+    let mut next_bare = fresh_keys.iter();
+    let bare_insert = ns_per_op(fresh_per_run, |i| {
+        let key = next_bare.next().expect("a fresh key per insert");
+        bare.insert(key.as_str().into(), [i; 18]);
+    });
+    drop(bare);
+    drop(fresh_keys);
+    rows.push(Row {
+        target: "check, sync=batch, new key under a template",
+        measured: fmt_ns(template_check),
+        baseline: format!("{} (a new key into a HashMap)", fmt_ns(bare_insert)),
+        ratio: format!("{:.2}×", template_check / bare_insert),
+        goal: "-",
+    });
     let mut raw = OpenOptions::new()
         .create(true)
         .append(true)

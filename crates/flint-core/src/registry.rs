@@ -3,10 +3,10 @@
 //! `apply_*` functions, so replay rebuilds exactly the state that was live.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use crate::algorithm::{LimitState, Quota};
 use crate::clock::{UnixNanos, MAX_TIME};
@@ -124,11 +124,27 @@ pub struct TemplateState {
     pub top: TopKeys,
 }
 
+/// One slot of the index: a key id and its key's hash (see [`spread`]).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: u32,
+    hash: u32,
+}
+
+/// The 64-bit hash the index works with, from the 32 bits it stores: both halves, so
+/// that the table's bucket bits and its tag bits (the top 7) both come from them.
+#[inline]
+fn spread(hash: u32) -> u64 {
+    (u64::from(hash) << 32) | u64::from(hash)
+}
+
 /// All keys, by id and by name.
 #[derive(Debug, Clone)]
 pub struct Registry {
     entries: Vec<Option<Entry>>,
-    index: HashTable<u32>,
+    /// Key id and the key's 32-bit hash: growing the table rehashes from the stored
+    /// hash, without reading a million entries and their keys from memory.
+    index: HashTable<Slot>,
     hasher: DefaultHashBuilder,
     live: usize,
     /// The empty slots of `entries`, lowest first: a new key takes the lowest, so that
@@ -191,19 +207,26 @@ impl Registry {
         self.entries.len() as u32
     }
 
+    /// The 32-bit hash of `key` the index stores.
+    #[inline]
+    fn key_hash(&self, key: &str) -> u32 {
+        (self.hasher.hash_one(key) >> 32) as u32
+    }
+
     /// The id of `key`, if it has an entry.
     #[inline]
     pub fn lookup(&self, key: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.key_hash(key);
         let entries = &self.entries;
         self.index
-            .find(hash, |&id| {
-                entries
-                    .get(id as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|e| &*e.key == key)
+            .find(spread(hash), |slot| {
+                slot.hash == hash
+                    && entries
+                        .get(slot.id as usize)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|e| &*e.key == key)
             })
-            .copied()
+            .map(|slot| slot.id)
     }
 
     /// The id of the template that covers `key` (the longest matching prefix), when
@@ -253,8 +276,8 @@ impl Registry {
         self.high_water = self.high_water.max(at);
     }
 
-    fn hash_of(&self, id: u32) -> u64 {
-        self.get(id).map_or(0, |e| self.hasher.hash_one(&*e.key))
+    fn hash_of(&self, id: u32) -> u32 {
+        self.get(id).map_or(0, |e| self.key_hash(&e.key))
     }
 
     /// Inserts a whole entry under `id`, a free id (from a snapshot, or a new key).
@@ -270,15 +293,9 @@ impl Registry {
         } else {
             self.free.retain(|&Reverse(other)| other != id);
         }
-        let hash = self.hasher.hash_one(&*entry.key);
-        let entries = &self.entries;
-        let hasher = &self.hasher;
-        self.index.insert_unique(hash, id, |&other| {
-            entries
-                .get(other as usize)
-                .and_then(Option::as_ref)
-                .map_or(0, |e| hasher.hash_one(&*e.key))
-        });
+        let hash = self.key_hash(&entry.key);
+        self.index
+            .insert_unique(spread(hash), Slot { id, hash }, |slot| spread(slot.hash));
         if let Some(slot) = self.entries.get_mut(index) {
             *slot = Some(entry);
         }
@@ -358,7 +375,7 @@ impl Registry {
     fn take(&mut self, id: u32) -> Option<Entry> {
         let hash = self.hash_of(id);
         let entry = self.entries.get_mut(id as usize).and_then(Option::take)?;
-        if let Ok(found) = self.index.find_entry(hash, |&other| other == id) {
+        if let Ok(found) = self.index.find_entry(spread(hash), |slot| slot.id == id) {
             found.remove();
         }
         self.free.push(Reverse(id));
@@ -390,14 +407,7 @@ impl Registry {
             self.free.shrink_to_fit();
         }
         if self.index.capacity() > 2 * self.live + 64 {
-            let entries = &self.entries;
-            let hasher = &self.hasher;
-            self.index.shrink_to_fit(|&id| {
-                entries
-                    .get(id as usize)
-                    .and_then(Option::as_ref)
-                    .map_or(0, |e| hasher.hash_one(&*e.key))
-            });
+            self.index.shrink_to_fit(|slot| spread(slot.hash));
         }
     }
 
@@ -405,7 +415,7 @@ impl Registry {
     /// histories, sliding-window runs and template summaries. What `doctor` reports.
     pub fn memory_bytes(&self) -> usize {
         let slots = self.entries.capacity() * std::mem::size_of::<Option<Entry>>();
-        let index = self.index.capacity() * (std::mem::size_of::<u32>() + 1);
+        let index = self.index.capacity() * (std::mem::size_of::<Slot>() + 1);
         let free = self.free.capacity() * std::mem::size_of::<u32>();
         let per_entry: usize = self
             .iter()

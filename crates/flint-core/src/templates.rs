@@ -8,7 +8,7 @@
 //! of keys dropped at full capacity ([`TopKeys`]). The rules that use them (making a
 //! key from its template, dropping it, reconfiguring) live in the registry.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use crate::registry::Counters;
 
