@@ -729,7 +729,8 @@ impl Limiter {
         Ok(match resolve(&core.registry, key) {
             Ok(Target::Entry(_, entry)) => Some(status_of(&core.registry, entry, now)),
             Ok(Target::Covered(_, template)) => Some(stateless_status(key, template, now)),
-            Err(Error::LimitNotFound { .. }) => None,
+            // No key is empty or longer than the longest: none has a limit.
+            Err(Error::LimitNotFound { .. } | Error::InvalidArgument { .. }) => None,
             Err(e) => return Err(e),
         })
     }
