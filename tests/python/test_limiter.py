@@ -134,6 +134,7 @@ def test_check_all_is_all_or_nothing(limiter: flint.Limiter) -> None:
         "limit",
         "algorithm",
         "cost",
+        "shadow_denied",
     }
     denied = limiter.check_all(["user:42", ("route:/v1/chat", 1)])
     assert denied["allowed"] is False
