@@ -168,12 +168,15 @@ def test_status_and_list(limiter: flint.Limiter, clock: flint.ManualClock) -> No
         "per": "1m",
         "per_ms": 60_000,
         "algorithm": "token_bucket",
+        "mode": "enforce",
+        "template": None,
         "remaining": 3,
         "reset_at": pytest.approx(START + 24),
         "allowed": 1,
         "denied": 0,
         "allowed_cost": 2,
         "denied_cost": 0,
+        "shadow_denied": 0,
         "last_seen": pytest.approx(START),
     }
     assert [s["key"] for s in limiter.list()] == ["a:1", "b:1", "b:2"]
@@ -197,6 +200,7 @@ def test_history_is_oldest_first_and_limited(
         "cost": 1,
         "allowed": True,
         "blocked_by_other": False,
+        "shadow_denied": False,
         "remaining": 1,
     }
     assert limiter.history("k", limit=1) == history[-1:]
