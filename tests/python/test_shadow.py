@@ -5,6 +5,8 @@ clock, so limits use long periods ("1h")."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import flint
@@ -163,3 +165,19 @@ def test_acquire_and_the_context_manager_with_a_shadow_limit(any_limiter: AnyLim
         # A wait of an hour would be needed if enforced; a shadow limit grants at once.
         result = any_limiter.acquire("k", timeout=0)
         assert (result.allowed, result.shadow_denied) == (True, True)
+
+
+def doc_example(section: str) -> str:
+    """The first Python example under the heading ``section`` of docs/python.md."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "python.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return body.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_docs_example_of_shadow_mode_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(doc_example("Shadow mode"), namespace)
+    assert (tmp_path / ".flint").is_dir()

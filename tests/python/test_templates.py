@@ -10,6 +10,8 @@ checked is never back at full capacity (and so is never dropped) during a test.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import flint
@@ -248,6 +250,10 @@ def test_an_unused_template_key_is_dropped_by_a_sweep(
     clock.advance(2)
     assert limiter.sweep() == 1
     assert [s["key"] for s in limiter.list(kind="keys")] == []
+    status = limiter.status("ip:1.1.1.1")
+    assert status is not None
+    assert (status["template"], status["remaining"], status["denied"]) == ("ip:*", 1, 0)
+    assert limiter.history("ip:1.1.1.1") == []
     assert limiter.doctor()["templates"] == [
         {"template": "ip:*", "live_keys": 0, "remembered_keys": 1}
     ]
@@ -271,3 +277,19 @@ async def test_async_variants(any_limiter: AnyLimiter) -> None:
         await any_limiter.acheck("ip:*")
     await any_limiter.aremove("ip:*")
     assert await any_limiter.alist() == []
+
+
+def doc_example(section: str) -> str:
+    """The first Python example under the heading ``section`` of docs/python.md."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "python.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return body.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_docs_example_of_templates_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(doc_example("Key templates"), namespace)
+    assert (tmp_path / ".flint").is_dir()
