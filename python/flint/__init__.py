@@ -71,8 +71,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 L = TypeVar("L", bound="_LimiterApi")
 # The modes of a limit, and the kinds of entries that list() returns.
-Mode = Literal["enforce", "shadow"]
-ListKind = Literal["all", "keys", "templates"]
+_Mode = Literal["enforce", "shadow"]
+_ListKind = Literal["all", "keys", "templates"]
 
 # Limiters still open, closed at interpreter exit (which syncs and releases the lock).
 _OPEN: weakref.WeakSet[Limiter] = weakref.WeakSet()
@@ -116,7 +116,7 @@ class _Operations(Protocol):
         per: Any,
         algorithm: str = ...,
         burst: int | None = ...,
-        mode: Mode = ...,
+        mode: _Mode = ...,
     ) -> str: ...
     def check(self, key: str, *, cost: int = ...) -> CheckResult: ...
     def peek(self, key: str, *, cost: int = ...) -> CheckResult: ...
@@ -128,7 +128,7 @@ class _Operations(Protocol):
     def remove(self, key: str) -> None: ...
     def status(self, key: str) -> dict[str, Any] | None: ...
     def list(
-        self, prefix: str | None = ..., kind: ListKind = ...
+        self, prefix: str | None = ..., kind: _ListKind = ...
     ) -> builtins.list[dict[str, Any]]: ...
     def history(self, key: str, limit: int = ...) -> builtins.list[dict[str, Any]]: ...
     def top(self, by: str = ..., limit: int = ...) -> builtins.list[dict[str, Any]]: ...
@@ -235,7 +235,7 @@ class _LimiterApi:
         per: Any,
         algorithm: str = "token_bucket",
         burst: int | None = None,
-        mode: Mode = "enforce",
+        mode: _Mode = "enforce",
         cost: int = 1,
         wait: bool | float = False,
     ) -> Callable[[F], F]:
@@ -304,7 +304,7 @@ class _LimiterApi:
         per: Any,
         algorithm: str = "token_bucket",
         burst: int | None = None,
-        mode: Mode = "enforce",
+        mode: _Mode = "enforce",
     ) -> str:
         """Async :meth:`limit`."""
         return await _in_executor(
@@ -336,7 +336,7 @@ class _LimiterApi:
         return await _in_executor(self.status, key)
 
     async def alist(
-        self: _Operations, prefix: str | None = None, kind: ListKind = "all"
+        self: _Operations, prefix: str | None = None, kind: _ListKind = "all"
     ) -> list[dict[str, Any]]:
         """Async :meth:`list`."""
         return await _in_executor(self.list, prefix, kind)
