@@ -70,6 +70,9 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 L = TypeVar("L", bound="_LimiterApi")
+# The modes of a limit, and the kinds of entries that list() returns.
+_Mode = Literal["enforce", "shadow"]
+_ListKind = Literal["all", "keys", "templates"]
 
 # Limiters still open, closed at interpreter exit (which syncs and releases the lock).
 _OPEN: weakref.WeakSet[Limiter] = weakref.WeakSet()
@@ -106,7 +109,14 @@ class _Operations(Protocol):
     :class:`_LimiterApi` are written against these."""
 
     def limit(
-        self, key: str, *, rate: int, per: Any, algorithm: str = ..., burst: int | None = ...
+        self,
+        key: str,
+        *,
+        rate: int,
+        per: Any,
+        algorithm: str = ...,
+        burst: int | None = ...,
+        mode: _Mode = ...,
     ) -> str: ...
     def check(self, key: str, *, cost: int = ...) -> CheckResult: ...
     def peek(self, key: str, *, cost: int = ...) -> CheckResult: ...
@@ -117,7 +127,9 @@ class _Operations(Protocol):
     def refund(self, key: str, *, cost: int = ...) -> None: ...
     def remove(self, key: str) -> None: ...
     def status(self, key: str) -> dict[str, Any] | None: ...
-    def list(self, prefix: str | None = ...) -> builtins.list[dict[str, Any]]: ...
+    def list(
+        self, prefix: str | None = ..., kind: _ListKind = ...
+    ) -> builtins.list[dict[str, Any]]: ...
     def history(self, key: str, limit: int = ...) -> builtins.list[dict[str, Any]]: ...
     def top(self, by: str = ..., limit: int = ...) -> builtins.list[dict[str, Any]]: ...
     def doctor(self) -> dict[str, Any]: ...
@@ -223,6 +235,7 @@ class _LimiterApi:
         per: Any,
         algorithm: str = "token_bucket",
         burst: int | None = None,
+        mode: _Mode = "enforce",
         cost: int = 1,
         wait: bool | float = False,
     ) -> Callable[[F], F]:
@@ -234,11 +247,14 @@ class _LimiterApi:
         raising. Works on functions, methods and ``async def`` functions (the async
         form checks in the event loop's executor and sleeps with ``asyncio.sleep``;
         it never blocks the loop).
+
+        With ``mode="shadow"`` the function always runs: a call the limit would have
+        refused is only counted (``shadow_denied`` in :meth:`status`), never raised.
         """
         if wait is not False:
             # Refused now, at decoration, rather than at the first call.
             _wait_limit(key, None if wait is True else wait)
-        self.limit(key, rate=rate, per=per, algorithm=algorithm, burst=burst)
+        self.limit(key, rate=rate, per=per, algorithm=algorithm, burst=burst, mode=mode)
         ops = self
         timeout = None if wait is True else wait
 
@@ -288,10 +304,11 @@ class _LimiterApi:
         per: Any,
         algorithm: str = "token_bucket",
         burst: int | None = None,
+        mode: _Mode = "enforce",
     ) -> str:
         """Async :meth:`limit`."""
         return await _in_executor(
-            self.limit, key, rate=rate, per=per, algorithm=algorithm, burst=burst
+            self.limit, key, rate=rate, per=per, algorithm=algorithm, burst=burst, mode=mode
         )
 
     async def aallow(self: _Operations, key: str, *, cost: int = 1) -> bool:
@@ -318,9 +335,11 @@ class _LimiterApi:
         """Async :meth:`status`."""
         return await _in_executor(self.status, key)
 
-    async def alist(self: _Operations, prefix: str | None = None) -> list[dict[str, Any]]:
+    async def alist(
+        self: _Operations, prefix: str | None = None, kind: _ListKind = "all"
+    ) -> list[dict[str, Any]]:
         """Async :meth:`list`."""
-        return await _in_executor(self.list, prefix)
+        return await _in_executor(self.list, prefix, kind)
 
     async def areset(self: _Operations, key: str) -> None:
         """Async :meth:`reset`."""

@@ -13,6 +13,8 @@ __all__ = ["CheckResult", "Limiter", "ManualClock", "SharedLimiter", "__version_
 
 _Period = str | int | float | timedelta
 _Item = str | dict[str, Any] | tuple[str, int]
+_Mode = Literal["enforce", "shadow"]
+_ListKind = Literal["all", "keys", "templates"]
 
 @final
 class CheckResult:
@@ -42,6 +44,10 @@ class CheckResult:
     @property
     def cost(self) -> int:
         """The cost asked for."""
+    @property
+    def shadow_denied(self) -> bool:
+        """True when a shadow limit allowed a request that it would have denied
+        (``allowed`` is True, nothing was consumed)."""
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict."""
     def __bool__(self) -> bool: ...
@@ -90,8 +96,16 @@ class Limiter:
         per: _Period,
         algorithm: str = "token_bucket",
         burst: int | None = None,
+        mode: _Mode = "enforce",
     ) -> Literal["created", "updated", "unchanged"]:
         """Configure the limit of ``key``: at most ``rate`` units per ``per``.
+
+        A key ending in ``*`` is a template: the limit of every key that starts with
+        the text before the ``*`` and has no limit of its own (the longest such prefix
+        wins); ``*`` anywhere else is an ordinary character.
+
+        ``mode="shadow"`` allows every check and counts the ones it would have denied
+        (``shadow_denied``), consuming nothing for them; ``"enforce"`` (default) denies.
 
         ``burst`` (``token_bucket`` only) is the capacity, the most units available at
         once, refilled at ``rate`` per ``per``; ``None`` means the rate. Smaller and
@@ -149,15 +163,23 @@ class Limiter:
     def remove(self, key: str) -> None:
         """Delete the limit of ``key``."""
     def status(self, key: str) -> dict[str, Any] | None:
-        """The key's limit, capacity and counters, or None when it has no limit."""
-    def list(self, prefix: str | None = None) -> builtins.list[dict[str, Any]]:
-        """Status dicts of every limit (whose key starts with ``prefix``), by key."""
+        """The key's limit, capacity and counters, or None when it has no limit; a key
+        that takes its limit from a template names it in ``template``."""
+    def list(
+        self, prefix: str | None = None, kind: _ListKind = "all"
+    ) -> builtins.list[dict[str, Any]]:
+        """Status dicts of every limit (whose key starts with ``prefix``), by key:
+        keys and templates (``kind="all"``), or only ``"keys"`` or ``"templates"``."""
     def history(self, key: str, limit: int = 100) -> builtins.list[dict[str, Any]]:
         """The key's most recent decisions, oldest first."""
     def top(self, by: str = "denied", limit: int = 20) -> builtins.list[dict[str, Any]]:
-        """Keys ranked by denied, allowed, denied_cost, allowed_cost or checks."""
+        """Keys ranked by denied, allowed, denied_cost, allowed_cost, shadow_denied or
+        checks."""
     def doctor(self) -> dict[str, Any]:
         """Check the data directory and the engine."""
+    def sweep(self) -> int:
+        """Drop now every key made from a template that is back at full capacity (the
+        background sweep does this over time); returns how many were dropped."""
     def flush(self) -> None:
         """Sync every event written so far to disk."""
     def compact(self) -> dict[str, Any]:
@@ -191,6 +213,7 @@ class SharedLimiter:
         per: _Period,
         algorithm: str = "token_bucket",
         burst: int | None = None,
+        mode: _Mode = "enforce",
     ) -> Literal["created", "updated", "unchanged"]:
         """Configure the limit of ``key`` on the server (see ``Limiter.limit``).
 
@@ -240,13 +263,18 @@ class SharedLimiter:
     def remove(self, key: str) -> None:
         """Delete the limit of ``key``."""
     def status(self, key: str) -> dict[str, Any] | None:
-        """The key's limit, capacity and counters, or None when it has no limit."""
-    def list(self, prefix: str | None = None) -> builtins.list[dict[str, Any]]:
-        """Status dicts of every limit (whose key starts with ``prefix``), by key."""
+        """The key's limit, capacity and counters, or None when it has no limit; a key
+        that takes its limit from a template names it in ``template``."""
+    def list(
+        self, prefix: str | None = None, kind: _ListKind = "all"
+    ) -> builtins.list[dict[str, Any]]:
+        """Status dicts of every limit (whose key starts with ``prefix``), by key:
+        keys and templates (``kind="all"``), or only ``"keys"`` or ``"templates"``."""
     def history(self, key: str, limit: int = 100) -> builtins.list[dict[str, Any]]:
         """The key's most recent decisions, oldest first."""
     def top(self, by: str = "denied", limit: int = 20) -> builtins.list[dict[str, Any]]:
-        """Keys ranked by denied, allowed, denied_cost, allowed_cost or checks."""
+        """Keys ranked by denied, allowed, denied_cost, allowed_cost, shadow_denied or
+        checks."""
     def doctor(self) -> dict[str, Any]:
         """Check the server's data directory and engine."""
     def flush(self) -> None:

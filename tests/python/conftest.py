@@ -27,12 +27,15 @@ STATUS_FIELDS = {
     "per",
     "per_ms",
     "algorithm",
+    "mode",
+    "template",
     "remaining",
     "reset_at",
     "allowed",
     "denied",
     "allowed_cost",
     "denied_cost",
+    "shadow_denied",
     "last_seen",
 }
 RESULT_FIELDS = {
@@ -44,6 +47,7 @@ RESULT_FIELDS = {
     "limit",
     "algorithm",
     "cost",
+    "shadow_denied",
 }
 
 
@@ -105,6 +109,8 @@ def any_limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyL
         return
     server: Server = request.getfixturevalue("flint_server")
     with shared_limiter(server) as shared:
-        for status in shared.list():
-            shared.remove(status["key"])
+        # Templates first: removing one removes the keys made from it.
+        for kind in ("templates", "keys"):
+            for status in shared.list(kind=kind):
+                shared.remove(status["key"])
         yield shared

@@ -369,7 +369,14 @@ def test_history_oldest_first_with_a_limit(any_limiter: AnyLimiter) -> None:
         (3, False, 0),
         (1, False, 0),
     ]
-    assert set(events[0]) == {"at", "cost", "allowed", "blocked_by_other", "remaining"}
+    assert set(events[0]) == {
+        "at",
+        "cost",
+        "allowed",
+        "blocked_by_other",
+        "shadow_denied",
+        "remaining",
+    }
     assert events[0]["at"] <= events[-1]["at"] <= time.time() + 1
     assert [e["cost"] for e in any_limiter.history("k", 2)] == [3, 1]
     assert [e["cost"] for e in any_limiter.history("k", limit=1)] == [1]
@@ -409,6 +416,9 @@ def test_doctor(any_limiter: AnyLimiter) -> None:
         "snapshot_bytes",
         "keys",
         "pending_events",
+        "templates",
+        "memory_bytes",
+        "process_resident_bytes",
     }
     assert report["ok"] is True
     assert (report["sync"], report["version"], report["keys"]) == ("always", flint.__version__, 1)

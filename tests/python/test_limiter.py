@@ -134,6 +134,7 @@ def test_check_all_is_all_or_nothing(limiter: flint.Limiter) -> None:
         "limit",
         "algorithm",
         "cost",
+        "shadow_denied",
     }
     denied = limiter.check_all(["user:42", ("route:/v1/chat", 1)])
     assert denied["allowed"] is False
@@ -167,12 +168,15 @@ def test_status_and_list(limiter: flint.Limiter, clock: flint.ManualClock) -> No
         "per": "1m",
         "per_ms": 60_000,
         "algorithm": "token_bucket",
+        "mode": "enforce",
+        "template": None,
         "remaining": 3,
         "reset_at": pytest.approx(START + 24),
         "allowed": 1,
         "denied": 0,
         "allowed_cost": 2,
         "denied_cost": 0,
+        "shadow_denied": 0,
         "last_seen": pytest.approx(START),
     }
     assert [s["key"] for s in limiter.list()] == ["a:1", "b:1", "b:2"]
@@ -196,6 +200,7 @@ def test_history_is_oldest_first_and_limited(
         "cost": 1,
         "allowed": True,
         "blocked_by_other": False,
+        "shadow_denied": False,
         "remaining": 1,
     }
     assert limiter.history("k", limit=1) == history[-1:]

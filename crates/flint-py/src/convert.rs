@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flint_core::duration::MAX_PERIOD_MS;
-use flint_core::{from_unix_seconds, Algorithm, Period, Quota, TopBy, UnixNanos};
+use flint_core::{from_unix_seconds, Algorithm, ListKind, Mode, Period, Quota, TopBy, UnixNanos};
 use flint_server::api::{CheckAllResult, CheckResult, Compacted, Doctor, HistoryEntry, KeyStatus};
 use pyo3::exceptions::{PyTypeError, PyUnicodeEncodeError};
 use pyo3::prelude::*;
@@ -409,6 +409,7 @@ pub fn limit_args(
     per: &Bound<'_, PyAny>,
     algorithm: Option<&Bound<'_, PyAny>>,
     burst: Option<&Bound<'_, PyAny>>,
+    mode: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(String, Quota)> {
     let py = key.py();
     let key = self::key(key)?;
@@ -423,6 +424,10 @@ pub fn limit_args(
         Some(a) => name(a, "algorithm", Some(&key), "token_bucket")?,
         None => Algorithm::TokenBucket.name().to_owned(),
     };
+    let mode = match mode {
+        Some(m) => Some(name(m, "mode", Some(&key), "enforce")?),
+        None => None,
+    };
     // The engine checks these without knowing the key; name it in the message.
     let for_key = |e: flint_core::Error| match e {
         flint_core::Error::InvalidArgument { key: None, message } => {
@@ -436,7 +441,21 @@ pub fn limit_args(
         Some(burst) => quota.with_burst(burst).map_err(for_key)?,
         None => quota,
     };
+    let quota = match mode {
+        Some(mode) => quota.with_mode(mode.parse::<Mode>().map_err(for_key)?),
+        None => quota,
+    };
     Ok((key, quota))
+}
+
+/// The `kind` of `list()`: `"all"` (when omitted), `"keys"` or `"templates"`.
+pub fn list_kind(value: Option<&Bound<'_, PyAny>>) -> PyResult<ListKind> {
+    match value {
+        Some(k) => name(k, "kind", None, "keys")?
+            .parse()
+            .map_err(|e| to_py(k.py(), e)),
+        None => Ok(ListKind::All),
+    }
 }
 
 /// The `limit` of `history()` (100 when omitted).
@@ -502,12 +521,15 @@ pub fn status<'py>(py: Python<'py>, s: &KeyStatus) -> PyResult<Bound<'py, PyDict
     d.set_item("per", &s.per)?;
     d.set_item("per_ms", s.per_ms)?;
     d.set_item("algorithm", &s.algorithm)?;
+    d.set_item("mode", &s.mode)?;
+    d.set_item("template", &s.template)?;
     d.set_item("remaining", s.remaining)?;
     d.set_item("reset_at", s.reset_at)?;
     d.set_item("allowed", s.allowed)?;
     d.set_item("denied", s.denied)?;
     d.set_item("allowed_cost", s.allowed_cost)?;
     d.set_item("denied_cost", s.denied_cost)?;
+    d.set_item("shadow_denied", s.shadow_denied)?;
     d.set_item("last_seen", s.last_seen)?;
     Ok(d)
 }
@@ -530,6 +552,7 @@ pub fn history<'py>(py: Python<'py>, events: &[HistoryEntry]) -> PyResult<Bound<
         d.set_item("cost", e.cost)?;
         d.set_item("allowed", e.allowed)?;
         d.set_item("blocked_by_other", e.blocked_by_other)?;
+        d.set_item("shadow_denied", e.shadow_denied)?;
         d.set_item("remaining", e.remaining)?;
         list.append(d)?;
     }
@@ -557,6 +580,17 @@ pub fn doctor<'py>(py: Python<'py>, r: &Doctor) -> PyResult<Bound<'py, PyDict>> 
     d.set_item("snapshot_bytes", r.snapshot_bytes)?;
     d.set_item("keys", r.keys)?;
     d.set_item("pending_events", r.pending_events)?;
+    let templates = PyList::empty(py);
+    for t in &r.templates {
+        let entry = PyDict::new(py);
+        entry.set_item("template", &t.template)?;
+        entry.set_item("live_keys", t.live_keys)?;
+        entry.set_item("remembered_keys", t.remembered_keys)?;
+        templates.append(entry)?;
+    }
+    d.set_item("templates", templates)?;
+    d.set_item("memory_bytes", r.memory_bytes)?;
+    d.set_item("process_resident_bytes", r.process_resident_bytes)?;
     Ok(d)
 }
 
@@ -581,6 +615,7 @@ pub fn check_result<'py>(py: Python<'py>, r: &CheckResult) -> PyResult<Bound<'py
     out.set_item("limit", r.limit)?;
     out.set_item("algorithm", &r.algorithm)?;
     out.set_item("cost", r.cost)?;
+    out.set_item("shadow_denied", r.shadow_denied)?;
     Ok(out)
 }
 

@@ -40,6 +40,10 @@ pub struct PyCheckResult {
     /// The cost asked for.
     #[pyo3(get)]
     cost: u64,
+    /// True when a shadow limit allowed a request it would have denied (`allowed` is
+    /// true and nothing was consumed).
+    #[pyo3(get)]
+    shadow_denied: bool,
 }
 
 impl PyCheckResult {
@@ -53,6 +57,7 @@ impl PyCheckResult {
             key,
             algorithm: d.algorithm.name(),
             cost: d.cost,
+            shadow_denied: d.shadow_denied,
         }
     }
 
@@ -77,12 +82,14 @@ impl PyCheckResult {
             key: r.key,
             algorithm: algorithm.name(),
             cost: r.cost,
+            shadow_denied: r.shadow_denied,
         })
     }
 
-    fn fields(&self) -> (bool, u64, u64, u64, u64, u64, &str, &str) {
+    fn fields(&self) -> (bool, bool, u64, u64, u64, u64, u64, &str, &str) {
         (
             self.allowed,
+            self.shadow_denied,
             self.remaining,
             self.reset_at.to_bits(),
             self.retry_after.to_bits(),
@@ -106,12 +113,14 @@ impl PyCheckResult {
         let retry_after = PyFloat::new(py, self.retry_after).repr()?;
         let reset_at = PyFloat::new(py, self.reset_at).repr()?;
         Ok(format!(
-            "CheckResult(key={key}, allowed={}, remaining={}, limit={}, cost={}, retry_after={retry_after}, reset_at={reset_at}, algorithm='{}')",
+            "CheckResult(key={key}, allowed={}, remaining={}, limit={}, cost={}, retry_after={retry_after}, reset_at={reset_at}, algorithm='{}'{})",
             if self.allowed { "True" } else { "False" },
             self.remaining,
             self.limit,
             self.cost,
-            self.algorithm
+            self.algorithm,
+            // Only a shadow limit's would-be denial says so.
+            if self.shadow_denied { ", shadow_denied=True" } else { "" }
         ))
     }
 
@@ -139,6 +148,7 @@ impl PyCheckResult {
         d.set_item("limit", self.limit)?;
         d.set_item("algorithm", self.algorithm)?;
         d.set_item("cost", self.cost)?;
+        d.set_item("shadow_denied", self.shadow_denied)?;
         Ok(d)
     }
 }
@@ -271,16 +281,21 @@ impl PyLimiter {
         Ok(self.engine(py)?.options().sync.name())
     }
 
-    /// Configures the limit of `key`; the same settings again change nothing.
-    /// `burst` (`token_bucket` only) is the capacity, refilled at `rate` per `per`.
+    /// Configures the limit of `key`, or of a template (a key ending in `*`); the same
+    /// settings again change nothing. `burst` (`token_bucket` only) is the capacity,
+    /// refilled at `rate` per `per`; `mode` is "enforce" or "shadow".
     /// Returns "created", "updated" or "unchanged".
     #[pyo3(
-        signature = (key, *, rate, per, algorithm=Given::ABSENT, burst=None),
-        text_signature = "($self, key, *, rate, per, algorithm='token_bucket', burst=None)"
+        signature = (key, *, rate, per, algorithm=Given::ABSENT, burst=None, mode=Given::ABSENT),
+        text_signature = "($self, key, *, rate, per, algorithm='token_bucket', burst=None, mode='enforce')"
     )]
     #[expect(
         clippy::needless_pass_by_value,
         reason = "PyO3 extracts arguments as owned values"
+    )]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the keyword arguments of limit() in Python"
     )]
     fn limit(
         &self,
@@ -290,8 +305,10 @@ impl PyLimiter {
         per: &Bound<'_, PyAny>,
         algorithm: Given<'_>,
         burst: Option<&Bound<'_, PyAny>>,
+        mode: Given<'_>,
     ) -> PyResult<&'static str> {
-        let (key, quota) = convert::limit_args(key, rate, per, algorithm.value(), burst)?;
+        let (key, quota) =
+            convert::limit_args(key, rate, per, algorithm.value(), burst, mode.value())?;
         let engine = self.engine(py)?;
         let change = py
             .detach(|| engine.limit(&key, quota))
@@ -416,18 +433,32 @@ impl PyLimiter {
         status.map(|s| convert::status(py, &s)).transpose()
     }
 
-    /// Status dicts of every limit (whose key starts with `prefix`), sorted by key.
-    #[pyo3(signature = (prefix=None))]
+    /// Status dicts of every limit (whose key starts with `prefix`), sorted by key;
+    /// `kind` is "all", "keys" or "templates".
+    #[pyo3(
+        signature = (prefix=None, kind=Given::ABSENT),
+        text_signature = "($self, prefix=None, kind='all')"
+    )]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "PyO3 extracts arguments as owned values"
+    )]
     fn list<'py>(
         &self,
         py: Python<'py>,
         prefix: Option<&Bound<'py, PyAny>>,
+        kind: Given<'py>,
     ) -> PyResult<Bound<'py, PyList>> {
         let fix = "pass a str such as \"api:\", or None for every key";
         let prefix = convert::optional_text(prefix, "prefix", fix)?;
+        let kind = convert::list_kind(kind.value())?;
         let engine = self.engine(py)?;
         let all = py
-            .detach(|| engine.list(prefix.as_deref()).map(|all| statuses(&all)))
+            .detach(|| {
+                engine
+                    .list_kind(prefix.as_deref(), kind)
+                    .map(|all| statuses(&all))
+            })
             .map_err(|e| to_py(py, e))?;
         convert::statuses(py, &all)
     }
@@ -461,7 +492,8 @@ impl PyLimiter {
         convert::history(py, &events)
     }
 
-    /// The keys with the most `by`: `denied`, `allowed`, `denied_cost`, `allowed_cost` or `checks`.
+    /// The keys with the most `by`: `denied`, `allowed`, `denied_cost`, `allowed_cost`,
+    /// `shadow_denied` or `checks`.
     #[pyo3(
         signature = (by=Given::ABSENT, limit=Given::ABSENT),
         text_signature = "($self, by='denied', limit=20)"
@@ -491,6 +523,13 @@ impl PyLimiter {
             .detach(|| engine.doctor().map(|r| Doctor::from(&r)))
             .map_err(|e| to_py(py, e))?;
         convert::doctor(py, &report)
+    }
+
+    /// Drops now every key made from a template that is back at full capacity (the
+    /// background sweep does this over time); returns how many were dropped.
+    fn sweep(&self, py: Python<'_>) -> PyResult<usize> {
+        let engine = self.engine(py)?;
+        py.detach(|| engine.sweep()).map_err(|e| to_py(py, e))
     }
 
     /// Syncs every event written so far.

@@ -141,16 +141,21 @@ impl PySharedLimiter {
         Ok(d)
     }
 
-    /// Configures the limit of `key`; the same settings again change nothing.
-    /// `burst` (`token_bucket` only) is the capacity, refilled at `rate` per `per`.
+    /// Configures the limit of `key`, or of a template (a key ending in `*`); the same
+    /// settings again change nothing. `burst` (`token_bucket` only) is the capacity,
+    /// refilled at `rate` per `per`; `mode` is "enforce" or "shadow".
     /// Returns "created", "updated" or "unchanged".
     #[pyo3(
-        signature = (key, *, rate, per, algorithm=Given::ABSENT, burst=None),
-        text_signature = "($self, key, *, rate, per, algorithm='token_bucket', burst=None)"
+        signature = (key, *, rate, per, algorithm=Given::ABSENT, burst=None, mode=Given::ABSENT),
+        text_signature = "($self, key, *, rate, per, algorithm='token_bucket', burst=None, mode='enforce')"
     )]
     #[expect(
         clippy::needless_pass_by_value,
         reason = "PyO3 extracts arguments as owned values"
+    )]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the keyword arguments of limit() in Python"
     )]
     fn limit(
         &self,
@@ -160,8 +165,10 @@ impl PySharedLimiter {
         per: &Bound<'_, PyAny>,
         algorithm: Given<'_>,
         burst: Option<&Bound<'_, PyAny>>,
+        mode: Given<'_>,
     ) -> PyResult<&'static str> {
-        let (key, quota) = convert::limit_args(key, rate, per, algorithm.value(), burst)?;
+        let (key, quota) =
+            convert::limit_args(key, rate, per, algorithm.value(), burst, mode.value())?;
         let request = LimitRequest {
             key,
             rate: quota.rate(),
@@ -304,18 +311,28 @@ impl PySharedLimiter {
         status.map(|s| convert::status(py, &s)).transpose()
     }
 
-    /// Status dicts of every limit (whose key starts with `prefix`), sorted by key.
-    #[pyo3(signature = (prefix=None))]
+    /// Status dicts of every limit (whose key starts with `prefix`), sorted by key;
+    /// `kind` is "all", "keys" or "templates".
+    #[pyo3(
+        signature = (prefix=None, kind=Given::ABSENT),
+        text_signature = "($self, prefix=None, kind='all')"
+    )]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "PyO3 extracts arguments as owned values"
+    )]
     fn list<'py>(
         &self,
         py: Python<'py>,
         prefix: Option<&Bound<'py, PyAny>>,
+        kind: Given<'py>,
     ) -> PyResult<Bound<'py, PyList>> {
         let fix = "pass a str such as \"api:\", or None for every key";
         let prefix = convert::optional_text(prefix, "prefix", fix)?;
+        let kind = convert::list_kind(kind.value())?;
         let client = self.client(py)?;
         let all = py
-            .detach(|| client.list(prefix.as_deref(), flint_core::ListKind::All))
+            .detach(|| client.list(prefix.as_deref(), kind))
             .map_err(|e| client_to_py(py, &e))?;
         convert::statuses(py, &all)
     }
@@ -344,7 +361,8 @@ impl PySharedLimiter {
         convert::history(py, &events)
     }
 
-    /// The keys with the most `by`: `denied`, `allowed`, `denied_cost`, `allowed_cost` or `checks`.
+    /// The keys with the most `by`: `denied`, `allowed`, `denied_cost`, `allowed_cost`,
+    /// `shadow_denied` or `checks`.
     #[pyo3(
         signature = (by=Given::ABSENT, limit=Given::ABSENT),
         text_signature = "($self, by='denied', limit=20)"
