@@ -1349,10 +1349,13 @@ impl Shared {
         let now = self.now(&core)?;
         let (id, entry) = match resolve_key(&core.registry, key)? {
             Target::Entry(id, entry) => (id, entry),
-            // No state: at full capacity, nothing to give back.
+            // No state: at full capacity, nothing to give back. What it saw (a sweep
+            // that dropped the key, say) may not be on disk yet: as durable as that.
             Target::Covered(_, template) => {
                 validate_refund(key, cost, &template.quota)?;
-                return Ok(Pending::ready(()));
+                let written = self.commit.positions().0.seq;
+                drop(core);
+                return Ok(self.durable_after((), written));
             }
         };
         validate_refund(key, cost, &entry.quota)?;
@@ -1381,7 +1384,12 @@ impl Shared {
         let now = self.now(&core)?;
         let id = match resolve(&core.registry, key)? {
             Target::Entry(id, _) => id,
-            Target::Covered(..) => return Ok(Pending::ready(())),
+            // As durable as the state it saw (see `refund`).
+            Target::Covered(..) => {
+                let written = self.commit.positions().0.seq;
+                drop(core);
+                return Ok(self.durable_after((), written));
+            }
         };
         let event = event(id, now);
         let seq = self.append(&mut core, &event)?;

@@ -723,6 +723,15 @@ impl Registry {
         true
     }
 
+    /// Takes out key `id`, made from a template by a derive record whose decision
+    /// recovery found lost: as if it had never been made (no summary, no counters).
+    pub(crate) fn drop_undecided(&mut self, id: u32) {
+        if self.get(id).is_some_and(|e| e.template.is_some()) {
+            self.take(id);
+            self.trim();
+        }
+    }
+
     /// Drops the keys made from templates with ids in `from..to` that are at full
     /// capacity at `at`: their state goes (a key at full capacity decides exactly as a
     /// new one), their counters go into their template's summary. Returns how many

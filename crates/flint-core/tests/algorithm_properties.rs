@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use flint_core::algorithm::LimitState;
-use flint_core::{Algorithm, Limiter, ManualClock, Options, Period, Quota, SyncMode};
+use flint_core::{Algorithm, Limiter, ManualClock, Mode, Options, Period, Quota, SyncMode};
 use proptest::prelude::*;
 
 const T0: u64 = 1_700_000_000_000_000_000;
@@ -730,5 +730,374 @@ proptest! {
         let after = (replayed.list(None).unwrap(), replayed.history("a", 1000).unwrap(), replayed.history("b", 1000).unwrap(), answers(&replayed));
         prop_assert_eq!(&before, &after);
         prop_assert_eq!(replayed.status("a").unwrap().unwrap().quota, qa);
+    }
+}
+
+/// Keys of the template sequences: `t:1`, `t:2` take the limit of `t:*`; `t:a1`,
+/// `t:a2`, `t:ab` that of `t:a*` (the longest prefix); `t:own` and `c` have their own.
+const TEMPLATE_KEYS: [&str; 7] = ["t:1", "t:2", "t:a1", "t:a2", "t:ab", "t:own", "c"];
+
+/// One step of a sequence over templates and configured keys.
+#[derive(Debug, Clone, Copy)]
+enum TOp {
+    Advance(u64),
+    Check(usize, u64),
+    CheckAll(usize, u64, usize, u64),
+    Refund(usize, u64),
+    Sweep,
+    Compact,
+    Reopen,
+}
+
+fn template_ops() -> impl Strategy<Value = Vec<TOp>> {
+    let key = 0usize..TEMPLATE_KEYS.len();
+    let op = prop_oneof![
+        4 => prop_oneof![
+            (1u64..1_000),
+            (1u64..800).prop_map(|ms| ms * MS),
+            (1u64..4_000).prop_map(|ms| ms * MS + 1),
+        ].prop_map(TOp::Advance),
+        8 => (key.clone(), 1u64..12).prop_map(|(k, c)| TOp::Check(k, c)),
+        2 => (key.clone(), 1u64..12, key.clone(), 1u64..12)
+            .prop_map(|(a, ca, b, cb)| TOp::CheckAll(a, ca, b, cb)),
+        2 => (key, 1u64..12).prop_map(|(k, c)| TOp::Refund(k, c)),
+        2 => Just(TOp::Sweep),
+        1 => Just(TOp::Compact),
+        1 => Just(TOp::Reopen),
+    ];
+    prop::collection::vec(op, 1..90)
+}
+
+/// A quota of `algorithm` for the template sequences: token buckets with a burst.
+fn template_quota(algorithm: Algorithm, rate: u64, per_ms: u64, burst: u64) -> Quota {
+    match algorithm {
+        Algorithm::TokenBucket => bursty(rate, per_ms, burst),
+        _ => quota(rate, per_ms, algorithm),
+    }
+}
+
+/// Options with no timed flushes or background sweeps: every sweep is the test's.
+fn quiet_options(
+    clock: &Arc<ManualClock>,
+    backend: &flint_core::backend::MemoryBackend,
+) -> Options {
+    Options::default()
+        .sync(SyncMode::Batch)
+        .clock(clock.clone())
+        .flush_every_ms(3_600_000)
+        .flush_every_events(u64::MAX)
+        .compact_threshold_bytes(u64::MAX)
+        .backend(Arc::new(backend.clone()))
+}
+
+/// Everything observable about a limiter at the clock's time: list, every key's
+/// status and history, and the top lists (which merge the templates' summaries).
+type Seen = (
+    Vec<flint_core::Status>,
+    Vec<Option<flint_core::Status>>,
+    Vec<Vec<flint_core::HistoryEvent>>,
+    Vec<flint_core::Status>,
+    Vec<flint_core::Status>,
+);
+
+fn seen(limiter: &Limiter) -> Seen {
+    (
+        limiter.list(None).unwrap(),
+        TEMPLATE_KEYS
+            .iter()
+            .map(|k| limiter.status(k).unwrap())
+            .collect(),
+        TEMPLATE_KEYS
+            .iter()
+            .map(|k| limiter.history(k, 1000).unwrap())
+            .collect(),
+        limiter.top(flint_core::TopBy::Allowed, 100).unwrap(),
+        limiter.top(flint_core::TopBy::Denied, 100).unwrap(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Random sequences over two templates (`t:*` and the longer `t:a*`), keys made
+    /// from them and configured keys (one of which a template would cover), of checks,
+    /// check-alls, peeks, refunds, time past `per`, sweeps, compactions and reopens,
+    /// for every algorithm (token buckets with a burst):
+    ///
+    /// - every decision equals the brute-force model of the key's limit (own limit
+    ///   first, then the longest template), so no window admits more than the model
+    ///   allows, for template keys too (and that is checked over the whole sequence);
+    /// - a peek equals the check that follows it;
+    /// - reopening (replay of the log and snapshot) gives back exactly the live state:
+    ///   list, statuses, histories and top lists;
+    /// - a twin limiter running the same sequence with no sweep, compaction or reopen
+    ///   (so its keys are never dropped) makes exactly the same decisions: a key
+    ///   dropped at full capacity decides as if it had never been dropped.
+    #[test]
+    fn template_keys_match_the_model_and_dropping_them_changes_no_decision(
+        algorithms in (algorithm(), algorithm(), algorithm()),
+        rates in (1u64..12, 1u64..12, 1u64..12),
+        bursts in (1u64..20, 1u64..20),
+        pers in (1u64..3_000, 1u64..3_000),
+        ops in template_ops(),
+    ) {
+        let qt = template_quota(algorithms.0, rates.0, pers.0, bursts.0);
+        let qa = template_quota(algorithms.1, rates.1, pers.1, bursts.1);
+        let qown = quota(rates.2, pers.0, algorithms.2);
+        let qc = quota(rates.2 + 1, pers.1, algorithms.2);
+        let quota_of = |key: &str| match key {
+            "t:own" => qown,
+            "c" => qc,
+            k if k.starts_with("t:a") => qa,
+            _ => qt,
+        };
+        let clock = Arc::new(ManualClock::new(T0));
+        let backend = flint_core::backend::MemoryBackend::new();
+        let twin_backend = flint_core::backend::MemoryBackend::new();
+        let mut live = Limiter::open("live", quiet_options(&clock, &backend)).unwrap();
+        let twin = Limiter::open("twin", quiet_options(&clock, &twin_backend)).unwrap();
+        for limiter in [&live, &twin] {
+            limiter.limit("t:*", qt).unwrap();
+            limiter.limit("t:a*", qa).unwrap();
+            limiter.limit("t:own", qown).unwrap();
+            limiter.limit("c", qc).unwrap();
+        }
+        let mut models: Vec<Model> = TEMPLATE_KEYS.iter().map(|k| Model::new(&quota_of(k))).collect();
+        // Per key: (time, admitted minus given back, in tokens x per).
+        let mut ledgers: Vec<Vec<(u64, i128)>> = vec![Vec::new(); TEMPLATE_KEYS.len()];
+        let mut now = T0;
+        for (i, op) in ops.iter().enumerate() {
+            match *op {
+                TOp::Advance(dt) => {
+                    now += dt;
+                    clock.set(now);
+                }
+                TOp::Check(k, cost) => {
+                    let key = TEMPLATE_KEYS[k];
+                    let cost = cost.min(quota_of(key).burst());
+                    let peeked = live.peek(key, cost).unwrap();
+                    let decided = live.check(key, cost).unwrap();
+                    prop_assert_eq!(peeked, decided, "step {}: peek then check {} {}", i, key, cost);
+                    prop_assert_eq!(twin.check(key, cost).unwrap(), decided, "step {}: twin {} {}", i, key, cost);
+                    let model = &mut models[k];
+                    prop_assert_eq!(decided.allowed, model.allows(now, cost), "step {}: {} {}", i, key, cost);
+                    if decided.allowed {
+                        model.admit(now, cost);
+                        ledgers[k].push((now, i128::from(cost) * i128::from(quota_of(key).period().as_nanos())));
+                    }
+                    prop_assert_eq!(decided.remaining, model.remaining(now), "step {}: remaining of {}", i, key);
+                }
+                TOp::CheckAll(a, ca, b, cb) => {
+                    let (ka, kb) = (TEMPLATE_KEYS[a], TEMPLATE_KEYS[b]);
+                    let ca = ca.min(quota_of(ka).burst());
+                    let cb = cb.min(quota_of(kb).burst());
+                    let items: Vec<(&str, u64)> = if a == b { vec![(ka, ca)] } else { vec![(ka, ca), (kb, cb)] };
+                    let decided = live.check_all(&items).unwrap();
+                    prop_assert_eq!(&twin.check_all(&items).unwrap(), &decided, "step {}: twin check_all", i);
+                    let expected = items.iter().all(|&(key, cost)| {
+                        let k = TEMPLATE_KEYS.iter().position(|x| *x == key).unwrap();
+                        models[k].allows(now, cost)
+                    });
+                    prop_assert_eq!(decided.allowed, expected, "step {}: check_all {:?}", i, items);
+                    for &(key, cost) in &items {
+                        let k = TEMPLATE_KEYS.iter().position(|x| *x == key).unwrap();
+                        if expected {
+                            models[k].admit(now, cost);
+                            ledgers[k].push((now, i128::from(cost) * i128::from(quota_of(key).period().as_nanos())));
+                        }
+                        let remaining = live.status(key).unwrap().unwrap().remaining;
+                        prop_assert_eq!(remaining, models[k].remaining(now), "step {}: remaining of {}", i, key);
+                    }
+                }
+                TOp::Refund(k, cost) => {
+                    let key = TEMPLATE_KEYS[k];
+                    let cost = cost.min(quota_of(key).burst());
+                    live.refund(key, cost).unwrap();
+                    twin.refund(key, cost).unwrap();
+                    let given = models[k].refund(now, cost);
+                    let given = if quota_of(key).algorithm() == Algorithm::TokenBucket {
+                        i128::try_from(given).unwrap()
+                    } else {
+                        i128::try_from(given).unwrap() * i128::from(quota_of(key).period().as_nanos())
+                    };
+                    ledgers[k].push((now, -given));
+                    let remaining = live.status(key).unwrap().unwrap().remaining;
+                    prop_assert_eq!(remaining, models[k].remaining(now), "step {}: refund of {}", i, key);
+                }
+                TOp::Sweep => {
+                    let before = live.stats().unwrap().template_keys;
+                    let dropped = live.sweep().unwrap();
+                    prop_assert_eq!(live.stats().unwrap().template_keys, before - dropped);
+                    // Every key made from a template that is left holds state.
+                    for status in live.list_kind(None, flint_core::ListKind::Keys).unwrap() {
+                        if status.template.is_some() {
+                            prop_assert!(status.remaining < status.quota.burst(), "{} is full after a sweep", status.key);
+                        }
+                    }
+                }
+                TOp::Compact => {
+                    live.compact().unwrap();
+                    prop_assert!(live.list_kind(None, flint_core::ListKind::Keys).unwrap().iter()
+                        .all(|s| s.template.is_none() || s.remaining < s.quota.burst()));
+                }
+                TOp::Reopen => {
+                    let before = seen(&live);
+                    live.close().unwrap();
+                    live = Limiter::open("live", quiet_options(&clock, &backend)).unwrap();
+                    prop_assert_eq!(&seen(&live), &before, "step {}: reopened", i);
+                }
+            }
+        }
+        // Both limiters see every key the same way (status aside from what the sweeps
+        // moved into summaries: capacity and reset time).
+        for key in TEMPLATE_KEYS {
+            let (a, b) = (live.status(key).unwrap().unwrap(), twin.status(key).unwrap().unwrap());
+            prop_assert_eq!((a.remaining, a.reset_at, a.quota), (b.remaining, b.reset_at, b.quota), "{}", key);
+        }
+        // The totals of the templates are the same: summaries keep dropped keys' counts.
+        for template in ["t:*", "t:a*"] {
+            prop_assert_eq!(live.status(template).unwrap().unwrap().counters, twin.status(template).unwrap().unwrap().counters);
+        }
+        // No window of any key admitted more than its limit allows (net of refunds).
+        for (k, model) in models.iter().enumerate() {
+            let q = quota_of(TEMPLATE_KEYS[k]);
+            let per = q.period().as_nanos();
+            let net = &model.admitted;
+            match q.algorithm() {
+                Algorithm::SlidingWindowLog => for &(start, _) in net {
+                    let sum: u64 = net.iter().filter(|(at, _)| *at >= start && *at - start < per).map(|(_, c)| c).sum();
+                    prop_assert!(sum <= q.rate(), "{}: {} in the window from {}", TEMPLATE_KEYS[k], sum, start - T0);
+                },
+                Algorithm::FixedWindowCounter => for &(start, _) in net {
+                    let sum: u64 = net.iter().filter(|(at, _)| at / per == start / per).map(|(_, c)| c).sum();
+                    prop_assert!(sum <= q.rate(), "{}: {} in the window of {}", TEMPLATE_KEYS[k], sum, start - T0);
+                },
+                // A full bucket plus what refills in between, exactly, in tokens x per.
+                Algorithm::TokenBucket => {
+                    let ledger = &ledgers[k];
+                    for i in 0..ledger.len() {
+                        let mut sum = 0i128;
+                        for &(end, delta) in &ledger[i..] {
+                            sum += delta;
+                            let refill = i128::from(end - ledger[i].0) * i128::from(q.rate());
+                            prop_assert!(sum <= i128::from(q.burst()) * i128::from(per) + refill, "{}", TEMPLATE_KEYS[k]);
+                        }
+                    }
+                }
+            }
+        }
+        let before = seen(&live);
+        live.close().unwrap();
+        let reopened = Limiter::open("live", quiet_options(&clock, &backend)).unwrap();
+        prop_assert_eq!(&seen(&reopened), &before, "reopened at the end");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A shadow limit next to its enforced twin (the same quota), as a configured key
+    /// and as a template with keys made from it, through the same checks, check-alls,
+    /// refunds, time, sweeps and compactions: every shadow check is allowed, says
+    /// `shadow_denied` exactly when the enforced twin denied, and shows the same
+    /// remaining and reset time; the states stay equal (a shadow denial consumes
+    /// nothing), `shadow_denied` counts the twin's denials, and all of it survives a
+    /// reopen.
+    #[test]
+    fn a_shadow_limit_evolves_like_its_enforced_twin_and_allows_everything(
+        algorithm in algorithm(),
+        rate in 1u64..12,
+        burst in 1u64..20,
+        per_ms in 1u64..3_000,
+        ops in template_ops(),
+    ) {
+        let enforced = template_quota(algorithm, rate, per_ms, burst);
+        let shadow = enforced.with_mode(Mode::Shadow);
+        let clock = Arc::new(ManualClock::new(T0));
+        let backend = flint_core::backend::MemoryBackend::new();
+        let mut live = Limiter::open("shadow", quiet_options(&clock, &backend)).unwrap();
+        live.limit("e", enforced).unwrap();
+        live.limit("s", shadow).unwrap();
+        live.limit("e:*", enforced).unwrap();
+        live.limit("s:*", shadow).unwrap();
+        // Each pair: the enforced key and its shadow twin.
+        let pairs = [("e", "s"), ("e:1", "s:1"), ("e:2", "s:2"), ("e:3", "s:3")];
+        let pair = |k: usize| pairs[k % pairs.len()];
+        let cap = enforced.burst();
+        let mut denials = 0u64;
+        let mut now = T0;
+        for (i, op) in ops.iter().enumerate() {
+            match *op {
+                TOp::Advance(dt) => {
+                    now += dt;
+                    clock.set(now);
+                }
+                TOp::Check(k, cost) => {
+                    let (e, s) = pair(k);
+                    let cost = cost.min(cap);
+                    let peeked = live.peek(s, cost).unwrap();
+                    let de = live.check(e, cost).unwrap();
+                    let ds = live.check(s, cost).unwrap();
+                    prop_assert_eq!(peeked, ds, "step {}: peek of the shadow key", i);
+                    prop_assert!(ds.allowed, "step {}: a shadow check is allowed", i);
+                    prop_assert_eq!(ds.shadow_denied, !de.allowed, "step {}", i);
+                    prop_assert!(!de.shadow_denied);
+                    prop_assert_eq!((ds.remaining, ds.reset_at, ds.retry_after), (de.remaining, de.reset_at, 0), "step {}", i);
+                    denials += u64::from(!de.allowed);
+                }
+                TOp::CheckAll(a, ca, _, _) => {
+                    let (e, s) = pair(a);
+                    let ca = ca.min(cap);
+                    let de = live.check_all(&[(e, ca)]).unwrap();
+                    let ds = live.check_all(&[(s, ca)]).unwrap();
+                    prop_assert!(ds.allowed && ds.denied_key.is_none(), "step {}: {:?}", i, ds);
+                    let (de, ds) = (de.results[0].decision, ds.results[0].decision);
+                    prop_assert!(ds.allowed);
+                    prop_assert_eq!(ds.shadow_denied, !de.allowed, "step {}", i);
+                    prop_assert_eq!((ds.remaining, ds.reset_at), (de.remaining, de.reset_at), "step {}", i);
+                    denials += u64::from(!de.allowed);
+                }
+                TOp::Refund(k, cost) => {
+                    let (e, s) = pair(k);
+                    let cost = cost.min(cap);
+                    live.refund(e, cost).unwrap();
+                    live.refund(s, cost).unwrap();
+                }
+                TOp::Sweep => {
+                    live.sweep().unwrap();
+                }
+                TOp::Compact => {
+                    live.compact().unwrap();
+                }
+                TOp::Reopen => {
+                    live.close().unwrap();
+                    live = Limiter::open("shadow", quiet_options(&clock, &backend)).unwrap();
+                }
+            }
+            for (e, s) in pairs {
+                let (se, ss) = (live.status(e).unwrap().unwrap(), live.status(s).unwrap().unwrap());
+                prop_assert_eq!((se.remaining, se.reset_at), (ss.remaining, ss.reset_at), "step {}: {} and {}", i, e, s);
+            }
+        }
+        // Every enforced denial is a shadow denial of the twin; the shadow side denied
+        // nothing; what went through is the same.
+        let counters = |limiter: &Limiter, keys: [&str; 2]| {
+            let mut total = flint_core::Counters::default();
+            for key in keys {
+                total.add(&limiter.status(key).unwrap().unwrap().counters);
+            }
+            total
+        };
+        let ce = counters(&live, ["e", "e:*"]);
+        let cs = counters(&live, ["s", "s:*"]);
+        prop_assert_eq!(ce.denied, denials);
+        prop_assert_eq!(cs.shadow_denied, denials);
+        prop_assert_eq!(cs.denied, 0);
+        prop_assert_eq!((cs.allowed, cs.allowed_cost), (ce.allowed, ce.allowed_cost));
+        prop_assert_eq!(ce.shadow_denied, 0);
+        let before = (live.list(None).unwrap(), live.top(flint_core::TopBy::ShadowDenied, 100).unwrap());
+        live.close().unwrap();
+        let reopened = Limiter::open("shadow", quiet_options(&clock, &backend)).unwrap();
+        prop_assert_eq!((reopened.list(None).unwrap(), reopened.top(flint_core::TopBy::ShadowDenied, 100).unwrap()), before);
     }
 }

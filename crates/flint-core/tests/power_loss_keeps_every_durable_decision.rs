@@ -1,5 +1,5 @@
-//! Simulated power loss at every step of checks, compactions and repairs, in both sync
-//! modes, through `MemoryBackend` (which keeps written and durable bytes apart and, at
+//! Simulated power loss at every step of checks, compactions, sweeps and repairs, with
+//! keys made from a template (derived, checked, dropped) among them, in both sync modes, through `MemoryBackend` (which keeps written and durable bytes apart and, at
 //! a crash, keeps the durable bytes plus any subset of unsynced pages, torn or whole,
 //! and loses unsynced renames).
 //!
@@ -8,7 +8,8 @@
 //! state after some prefix of the workload that includes every acknowledged durable
 //! call (so nothing acknowledged is lost and no quota appears from nowhere). A failure
 //! prints its seed; `FLINT_POWER_LOSS_SEED=<seed>` replays one seed, and
-//! `FLINT_POWER_LOSS_CRASHES=<n>` sets how many crashes to simulate (the soak).
+//! `FLINT_POWER_LOSS_CRASHES=<n>` sets how many crashes to simulate (the soak);
+//! `FLINT_POWER_LOSS_DEBUG=1` prints the steps and states of a failing seed.
 
 mod common;
 
@@ -18,7 +19,7 @@ use common::{quota, START};
 use flint_core::admin as repair;
 use flint_core::backend::MemoryBackend;
 use flint_core::{
-    Algorithm, Clock, Error, HistoryEvent, Limiter, ManualClock, Options, Status, SyncMode,
+    Algorithm, Clock, Error, HistoryEvent, Limiter, ManualClock, Options, Status, SyncMode, TopBy,
 };
 
 /// A small deterministic generator (splitmix64).
@@ -40,6 +41,21 @@ impl Rng {
 
 const KEYS: [&str; 4] = ["a", "b", "c", "d"];
 
+/// The template of the workload, and the keys it covers (or that take a limit of
+/// their own when a step configures one): derived on their first decision, dropped by
+/// sweeps once back at full capacity.
+const TEMPLATE: &str = "t:*";
+const TEMPLATE_KEYS: [&str; 5] = ["t:1", "t:2", "t:3", "t:4", "t:5"];
+
+/// A key of the workload: a configured one or one under the template.
+fn any_key(rng: &mut Rng) -> &'static str {
+    if rng.below(2) == 0 {
+        KEYS[rng.below(KEYS.len() as u64) as usize]
+    } else {
+        TEMPLATE_KEYS[rng.below(TEMPLATE_KEYS.len() as u64) as usize]
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     /// Key, rate, period, algorithm, and the burst of a token bucket that has one.
@@ -51,6 +67,8 @@ enum Op {
     Remove(&'static str),
     Compact,
     Flush,
+    /// A full sweep of the keys made from templates that are back at full capacity.
+    Sweep,
 }
 
 /// One step of a workload: an operation at a time.
@@ -66,8 +84,8 @@ fn workload(rng: &mut Rng, len: usize) -> Vec<Step> {
     let algorithms = Algorithm::ALL;
     for _ in 0..len {
         at += rng.below(400) * 1_000_000;
-        let key = KEYS[rng.below(KEYS.len() as u64) as usize];
-        let op = match rng.below(22) {
+        let key = any_key(rng);
+        let op = match rng.below(26) {
             0..=2 => {
                 let algorithm = algorithms[rng.below(3) as usize];
                 let per = ["1s", "2s", "500ms"][rng.below(3) as usize];
@@ -79,13 +97,22 @@ fn workload(rng: &mut Rng, len: usize) -> Vec<Step> {
             }
             3..=12 => Op::Check(key, 1 + rng.below(2)),
             13..=14 => {
-                let other = KEYS[rng.below(KEYS.len() as u64) as usize];
+                let other = any_key(rng);
                 Op::CheckAll(vec![(key, 1), (other, 1)])
             }
             15 => Op::Reset(key),
             16 => Op::Remove(key),
             17 | 18 => Op::Compact,
             20 | 21 => Op::Refund(key, 1 + rng.below(3)),
+            // The template: configured (again, or with other settings), reset or
+            // removed with every key made from it.
+            22 => {
+                let algorithm = algorithms[rng.below(3) as usize];
+                let per = ["1s", "300ms"][rng.below(2) as usize];
+                Op::Limit(TEMPLATE, 2 + rng.below(4), per, algorithm, None)
+            }
+            23 => [Op::Reset(TEMPLATE), Op::Remove(TEMPLATE)][rng.below(2) as usize].clone(),
+            24 | 25 => Op::Sweep,
             _ => Op::Flush,
         };
         steps.push(Step { at, op });
@@ -124,6 +151,11 @@ fn run(limiter: &Limiter, sync: SyncMode, op: &Op) -> Result<bool, Error> {
             limiter.flush()?;
             true
         }
+        // A sweep changes no decision: nothing waits for it to be durable.
+        Op::Sweep => {
+            limiter.sweep()?;
+            false
+        }
     })
 }
 
@@ -145,11 +177,12 @@ fn options(sync: SyncMode, clock: &Arc<ManualClock>, backend: &MemoryBackend) ->
         .backend(Arc::new(backend.clone()))
 }
 
-/// Everything observable about the state at the clock's time.
-type Observed = Vec<(Status, Vec<HistoryEvent>)>;
+/// Everything observable about the state at the clock's time: every entry with its
+/// history, and the top lists (which merge the template's summary of dropped keys).
+type Observed = (Vec<(Status, Vec<HistoryEvent>)>, Vec<Status>, Vec<Status>);
 
 fn observe(limiter: &Limiter) -> Observed {
-    limiter
+    let entries = limiter
         .list(None)
         .expect("list")
         .into_iter()
@@ -157,7 +190,12 @@ fn observe(limiter: &Limiter) -> Observed {
             let history = limiter.history(&status.key, 1_000).expect("history");
             (status, history)
         })
-        .collect()
+        .collect();
+    (
+        entries,
+        limiter.top(TopBy::Allowed, 100).expect("top"),
+        limiter.top(TopBy::Denied, 100).expect("top"),
+    )
 }
 
 /// The states after the first `len` steps, for every `len` in `lens`, observed at
@@ -266,6 +304,12 @@ fn verify(crash: &Crash) -> Result<(), String> {
         crash.now,
     );
     if !states.contains(&recovered) {
+        if std::env::var("FLINT_POWER_LOSS_DEBUG").is_ok() {
+            eprintln!("steps {:#?}\nrecovered {:#?}", crash.steps, recovered);
+            for (i, state) in states.iter().enumerate() {
+                eprintln!("state {} {:#?}", crash.durable + i, state);
+            }
+        }
         return Err(format!(
             "seed {seed}: the recovered state is no prefix of {}..={} steps ({:?} mode, {} steps)",
             crash.durable,
@@ -275,7 +319,7 @@ fn verify(crash: &Crash) -> Result<(), String> {
         ));
     }
     // The recovered directory keeps working, and survives another close and open.
-    if let Some(status) = recovered.first() {
+    if let Some(status) = recovered.0.iter().find(|s| !s.0.is_template()) {
         let _ = limiter.check(&status.0.key, 1);
     }
     let after = observe(&limiter);

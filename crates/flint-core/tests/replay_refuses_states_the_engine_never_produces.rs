@@ -393,3 +393,104 @@ fn a_refund_the_engine_would_not_have_written_is_refused() {
         );
     }
 }
+
+// Offsets inside a derive record's payload: kind, id, at, template id, key length, key.
+const DERIVE_TEMPLATE: usize = 13;
+const DERIVE_KEY: usize = 19;
+// Offsets inside a sweep record's payload: kind, at, first id, end of ids.
+const SWEEP_AT: usize = 1;
+const SWEEP_FROM: usize = 9;
+const SWEEP_TO: usize = 13;
+
+/// A log with key "k" (id 0), template "t:*" (id 1), key "t:1" made from it (id 2)
+/// by a check, and a sweep that drops it a minute later; the offsets of the derive
+/// record and of the sweep record.
+fn log_with_a_template() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<ManualClock>,
+    u64,
+    u64,
+) {
+    let (tmp, dir, clock, marks) = log_with(Algorithm::TokenBucket, |l, mark| {
+        l.limit("t:*", quota(5, "1s", Algorithm::SlidingWindowLog))
+            .unwrap();
+        mark(l);
+        l.check("t:1", 2).unwrap();
+        mark(l);
+    });
+    clock.advance(60_000_000_000);
+    let limiter = open_at(&dir, SyncMode::Batch, &clock);
+    assert_eq!(limiter.sweep().unwrap(), 1);
+    // The sweep is the last record (a watermark may come before it): 8 bytes of frame
+    // header, then kind, time, first id, end of ids.
+    let sweep_at = log_len(&limiter) - (8 + 1 + 8 + 4 + 4);
+    limiter.close().unwrap();
+    assert!(marks[1] > marks[0]);
+    (tmp, dir, clock, marks[0], sweep_at)
+}
+
+#[test]
+fn a_derive_the_engine_would_not_have_written_is_refused() {
+    // From a key that is no template.
+    let (_tmp, dir, clock, derive, _) = log_with_a_template();
+    edit_record(&dir, derive, |p| put_u32(p, DERIVE_TEMPLATE, 0));
+    assert_refused(
+        &dir,
+        &clock,
+        LOG_FILE,
+        derive,
+        "a key made from a configured key",
+    );
+    // From a template that does not cover the key.
+    let (_tmp, dir, clock, derive, _) = log_with_a_template();
+    edit_record(&dir, derive, |p| p[DERIVE_KEY] = b'x');
+    assert_refused(
+        &dir,
+        &clock,
+        LOG_FILE,
+        derive,
+        "a key its template does not cover",
+    );
+    // A key that already has a limit of its own.
+    let (_tmp, dir, clock, derive, _) = log_with_a_template();
+    edit_record(&dir, derive, |p| {
+        p[DERIVE_KEY..DERIVE_KEY + 3].copy_from_slice(b"t:*");
+    });
+    assert_refused(
+        &dir,
+        &clock,
+        LOG_FILE,
+        derive,
+        "a template made from itself",
+    );
+    // With an id that is taken.
+    let (_tmp, dir, clock, derive, _) = log_with_a_template();
+    edit_record(&dir, derive, |p| put_u32(p, ID, 0));
+    assert_refused(&dir, &clock, LOG_FILE, derive, "a key made with a taken id");
+}
+
+#[test]
+fn a_sweep_the_engine_would_not_have_written_is_refused() {
+    // An empty range.
+    let (_tmp, dir, clock, _, sweep) = log_with_a_template();
+    edit_record(&dir, sweep, |p| put_u32(p, SWEEP_TO, 0));
+    assert_refused(&dir, &clock, LOG_FILE, sweep, "a sweep of no ids");
+    // A range holding no key made from a template.
+    let (_tmp, dir, clock, _, sweep) = log_with_a_template();
+    edit_record(&dir, sweep, |p| {
+        put_u32(p, SWEEP_FROM, 0);
+        put_u32(p, SWEEP_TO, 2);
+    });
+    assert_refused(&dir, &clock, LOG_FILE, sweep, "a sweep that drops no key");
+    // At a time the key was not back at full capacity.
+    let (_tmp, dir, clock, _, sweep) = log_with_a_template();
+    edit_record(&dir, sweep, |p| put_u64(p, SWEEP_AT, START + 1));
+    assert_refused(
+        &dir,
+        &clock,
+        LOG_FILE,
+        sweep,
+        "a sweep of a key that holds state",
+    );
+}

@@ -156,6 +156,11 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
     let mut replayed = 0;
     let mut start_seen = false;
     let mut marked_through = LOG_HEADER_LEN;
+    // Derive records at the end of the log with no record after them but watermarks:
+    // the engine writes every derive just before the decision that made it, so the
+    // decision was lost (a power loss kept a prefix of the write), and they are cut
+    // like a torn tail. Where the run starts, the watermark then, the keys, the count.
+    let mut trailing_derives: Option<(usize, u64, Vec<u32>, u64)> = None;
     let end = loop {
         if at as u64 == start {
             start_seen = true;
@@ -164,6 +169,18 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
             Frame::Valid { payload, next } => {
                 let event = Event::decode(payload, at as u64 + FRAME_HEADER_LEN)
                     .map_err(|e| e.into_error(&log_path))?;
+                if start_seen {
+                    match event {
+                        Event::Derive { id, .. } => {
+                            let run =
+                                trailing_derives.get_or_insert((at, marked_through, Vec::new(), 0));
+                            run.2.push(id);
+                            run.3 += 1;
+                        }
+                        Event::Synced { .. } => {}
+                        _ => trailing_derives = None,
+                    }
+                }
                 if let Event::Synced {
                     through, salt: of, ..
                 } = event
@@ -207,6 +224,19 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
             }
         }
         break at;
+    };
+    // A decision lost after its derive records: the keys they made go, and the log ends
+    // before them (the engine never wrote a derive that no decision follows).
+    let end = match trailing_derives {
+        Some((offset, marked, ids, records)) => {
+            for id in ids {
+                registry.drop_undecided(id);
+            }
+            marked_through = marked;
+            replayed -= records;
+            offset
+        }
+        None => end,
     };
 
     let rest = bytes.get(end..).unwrap_or(&[]);
