@@ -455,8 +455,11 @@ fn automatic_compaction_keeps_the_log_bounded() {
         for _ in 0..500 {
             limiter.check("k", 1).unwrap();
         }
-        max_seen = max_seen.max(log_len(&limiter));
-        if round % 20 == 0 {
+        let len = log_len(&limiter);
+        max_seen = max_seen.max(len);
+        // On a loaded machine the compaction thread may not have run yet: give it
+        // the core (the log must still come down, or the bound below fails).
+        if round % 20 == 0 || len > 256 << 10 {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
