@@ -4,6 +4,8 @@
 //! value into aligned tables. The few documents the CLI prints beyond the API (the
 //! envelopes below) wrap an API type and add the fields the CLI has always printed.
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, Local, SecondsFormat};
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
@@ -479,16 +481,17 @@ impl Human for api::Doctor {
                     t.remembered_keys.to_string(),
                 ]);
             }
-            text.push_str(&format!("{table}\n"));
+            let _ = writeln!(text, "{table}");
         }
         let resident = self
             .process_resident_bytes
             .map(|b| format!("; process resident {}", bytes(b)))
             .unwrap_or_default();
-        text.push_str(&format!(
-            "memory: engine state about {}{resident}\n",
+        let _ = writeln!(
+            text,
+            "memory: engine state about {}{resident}",
             bytes(self.memory_bytes)
-        ));
+        );
         text
     }
 }
