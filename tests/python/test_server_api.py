@@ -411,7 +411,11 @@ def test_history_is_oldest_first_and_limited(api: httpx.Client) -> None:
     events = body["events"]
     assert [e["allowed"] for e in events] == [True, True, True, False]
     assert [e["remaining"] for e in events] == [2, 1, 0, 0]
-    assert all(set(e) == {"at", "cost", "allowed", "blocked_by_other", "remaining"} for e in events)
+    assert all(
+        set(e) == {"at", "cost", "allowed", "blocked_by_other", "shadow_denied", "remaining"}
+        for e in events
+    )
+    assert not any(e["shadow_denied"] for e in events), "an enforced limit denies"
     assert [e["at"] for e in events] == sorted(e["at"] for e in events)
 
     last_two = api.get(path, params={"limit": 2}).json()["events"]
