@@ -86,3 +86,34 @@ def test_an_io_error_names_the_os_error_once(flint_script: Path, data_dir: Path)
     line = one_error_line(*run_bytes(flint_script, "--data-dir", str(data_dir), "limit", "list"))
     assert line.count("(os error ") == 1, line
     assert "flint.aof" in line
+
+
+def test_templates_and_shadow_limits_from_the_cli(flint_script: Path, data_dir: Path) -> None:
+    d = ("--data-dir", str(data_dir))
+    added = run(flint_script, *d, "limit", "add", "ip:*", "--rate", "2", "--per", "1h")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("created ip:*")
+    checked = run(flint_script, *d, "limit", "check", "ip:1.2.3.4", "--json")
+    assert checked.returncode == 0, checked.stderr
+    assert (json.loads(checked.stdout)["limit"], json.loads(checked.stdout)["remaining"]) == (2, 1)
+    status = json.loads(run(flint_script, *d, "limit", "status", "ip:1.2.3.4", "--json").stdout)
+    assert status["template"] == "ip:*"
+    templates = run(flint_script, *d, "limit", "list", "--kind", "templates", "--json")
+    assert [s["key"] for s in json.loads(templates.stdout)["limits"]] == ["ip:*"]
+    keys = run(flint_script, *d, "limit", "list", "--kind", "keys", "--json")
+    assert [s["key"] for s in json.loads(keys.stdout)["limits"]] == ["ip:1.2.3.4"]
+    refused = run(flint_script, *d, "limit", "check", "ip:*")
+    assert refused.returncode == 2 and "template" in refused.stderr
+
+    shadow = run(
+        flint_script, *d, "limit", "add", "s", "--rate", "1", "--per", "1h", "--mode", "shadow"
+    )
+    assert shadow.returncode == 0 and "shadow" in shadow.stdout, shadow
+    assert run(flint_script, *d, "limit", "check", "s").returncode == 0
+    second = run(flint_script, *d, "limit", "check", "s", "--json")
+    assert second.returncode == 0, "a shadow limit allows"
+    assert json.loads(second.stdout)["shadow_denied"] is True
+    top = run(flint_script, *d, "limit", "top", "--by", "shadow_denied", "--json")
+    assert [s["key"] for s in json.loads(top.stdout)["top"]] == ["s"]
+    bad = run(flint_script, *d, "limit", "add", "s", "--rate", "1", "--per", "1h", "--mode", "x")
+    assert bad.returncode == 2 and '"x"' in bad.stderr

@@ -17,9 +17,15 @@ from server_process import Server, running_server
 
 import flint
 
-from conftest import RESULT_FIELDS, STATUS_FIELDS
+from conftest import RESULT_FIELDS as PYTHON_RESULT_FIELDS
+from conftest import STATUS_FIELDS as PYTHON_STATUS_FIELDS
 
 TOKEN = "api-test-token"
+
+# The HTTP bodies carry the template, the mode and the shadow denials of every status,
+# and whether a shadow limit would have denied each check.
+STATUS_FIELDS = PYTHON_STATUS_FIELDS | {"mode", "template", "shadow_denied"}
+RESULT_FIELDS = PYTHON_RESULT_FIELDS | {"shadow_denied"}
 
 
 # Every documented route and method, with a valid body where it takes one.
@@ -405,7 +411,11 @@ def test_history_is_oldest_first_and_limited(api: httpx.Client) -> None:
     events = body["events"]
     assert [e["allowed"] for e in events] == [True, True, True, False]
     assert [e["remaining"] for e in events] == [2, 1, 0, 0]
-    assert all(set(e) == {"at", "cost", "allowed", "blocked_by_other", "remaining"} for e in events)
+    assert all(
+        set(e) == {"at", "cost", "allowed", "blocked_by_other", "shadow_denied", "remaining"}
+        for e in events
+    )
+    assert not any(e["shadow_denied"] for e in events), "an enforced limit denies"
     assert [e["at"] for e in events] == sorted(e["at"] for e in events)
 
     last_two = api.get(path, params={"limit": 2}).json()["events"]
@@ -511,6 +521,10 @@ def test_metrics_are_prometheus_text_without_key_names(api: httpx.Client) -> Non
         assert re.search(rf"^{name}(_bucket|_count|_sum)?(\{{| )", text, re.M), name
     assert re.search(r'^flint_checks_total\{outcome="allowed"\} [1-9]', text, re.M)
     assert re.search(r'^flint_checks_total\{outcome="denied"\} [1-9]', text, re.M)
+    # Every outcome shows from the start; the engine's template gauges too.
+    assert re.search(r'^flint_checks_total\{outcome="shadow_denied"\} \d', text, re.M)
+    assert re.search(r"^flint_templates \d+$", text, re.M)
+    assert re.search(r"^flint_template_keys \d+$", text, re.M)
     assert re.search(r'^flint_http_errors_total\{code="limit_not_found"\} [1-9]', text, re.M)
     assert 'route="/v1/limits/{key}"' in text, "latency by route template"
     assert secret not in text, "no key names in the metrics"
@@ -810,3 +824,162 @@ def test_unknown_keys_in_paths_are_404_limit_not_found(api: httpx.Client) -> Non
 
 def test_invalid_utf8_in_a_path_key_is_400(api: httpx.Client) -> None:
     assert_error(api.get("/v1/limits/%FF%FE"), 400, "invalid_argument")
+
+
+# -- templates and shadow limits -----------------------------------------------------
+
+
+def metric(text: str, series: str) -> float:
+    """The value of one series of the metrics text (0 when absent)."""
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    return 0.0
+
+
+def limits(api: httpx.Client, **params: str) -> list[str]:
+    response = api.get("/v1/limits", params=params)
+    assert response.status_code == 200, response.text
+    return [s["key"] for s in response.json()["limits"]]
+
+
+def test_a_template_limits_every_key_it_covers(fresh: httpx.Client) -> None:
+    created = configure(fresh, "ip:*", 2)
+    assert created["change"] == "created"
+    assert set(created["status"]) == STATUS_FIELDS
+    assert (created["status"]["key"], created["status"]["template"]) == ("ip:*", None)
+    configure(fresh, "ip:10.*", 5)
+    configure(fresh, "ip:own", 1)
+
+    # No `POST /v1/limits` for the keys: the longest prefix wins, an own limit beats it.
+    first = check(fresh, "ip:1.2.3.4")
+    assert set(first) == RESULT_FIELDS
+    assert (first["allowed"], first["limit"], first["remaining"]) == (True, 2, 1)
+    assert check(fresh, "ip:10.0.0.1")["limit"] == 5
+    assert check(fresh, "ip:own")["limit"] == 1
+    assert check(fresh, "ip:1.2.3.4")["allowed"] is True
+    assert check(fresh, "ip:1.2.3.4")["allowed"] is False, "each key has its own units"
+    assert check(fresh, "ip:5.6.7.8")["allowed"] is True
+
+    status = fresh.get("/v1/limits/ip:1.2.3.4").json()
+    assert set(status) == STATUS_FIELDS
+    assert (status["template"], status["remaining"], status["denied"]) == ("ip:*", 0, 1)
+    untouched = fresh.get("/v1/limits/ip:9.9.9.9")
+    assert untouched.status_code == 200, "a covered key without state has a status"
+    assert (untouched.json()["template"], untouched.json()["remaining"]) == ("ip:*", 2)
+    assert fresh.get("/v1/limits/ip:own").json()["template"] is None
+    assert_error(fresh.get("/v1/limits/other:1"), 404, "limit_not_found")
+
+    assert limits(fresh, kind="templates") == ["ip:*", "ip:10.*"]
+    assert limits(fresh, kind="keys") == ["ip:1.2.3.4", "ip:10.0.0.1", "ip:5.6.7.8", "ip:own"]
+    assert (
+        limits(fresh, kind="all")
+        == limits(fresh)
+        == sorted(["ip:*", "ip:10.*", "ip:1.2.3.4", "ip:10.0.0.1", "ip:5.6.7.8", "ip:own"])
+    )
+    assert limits(fresh, kind="keys", prefix="ip:1") == ["ip:1.2.3.4", "ip:10.0.0.1"]
+    assert fresh.get("/v1/top").json()["top"][0]["key"] == "ip:1.2.3.4"
+    history = fresh.get("/v1/history/ip:1.2.3.4").json()["events"]
+    assert [e["allowed"] for e in history] == [True, True, False]
+
+    doctor = fresh.get("/v1/doctor").json()
+    assert {"templates", "memory_bytes", "process_resident_bytes"} <= set(doctor)
+    by_template = {t["template"]: t for t in doctor["templates"]}
+    assert set(by_template) == {"ip:*", "ip:10.*"}
+    assert by_template["ip:*"]["live_keys"] == 2
+    assert set(by_template["ip:*"]) == {"template", "live_keys", "remembered_keys"}
+    assert doctor["memory_bytes"] > 0
+
+    text = fresh.get("/metrics").text
+    assert metric(text, "flint_templates") == 2
+    assert metric(text, "flint_template_keys") == 3
+
+    # The template's new limit applies to its live keys; removing it removes them.
+    configure(fresh, "ip:*", 10)
+    assert fresh.get("/v1/limits/ip:1.2.3.4").json()["rate"] == 10
+    assert fresh.delete("/v1/limits/ip:*").json() == {"ok": True}
+    assert limits(fresh, kind="templates") == ["ip:10.*"]
+    assert_error(fresh.get("/v1/limits/ip:1.2.3.4"), 404, "limit_not_found")
+    assert_error(fresh.post("/v1/check", json={"key": "ip:1.2.3.4"}), 404, "limit_not_found")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/check", {"key": "tpl:*"}),
+        ("/v1/peek", {"key": "tpl:*"}),
+        ("/v1/acquire", {"key": "tpl:*", "timeout": 0}),
+        ("/v1/refund", {"key": "tpl:*"}),
+        ("/v1/check-all", {"items": [{"key": "tpl:a"}, {"key": "tpl:*"}]}),
+    ],
+)
+def test_a_template_is_not_a_key_to_check(api: httpx.Client, path: str, body: Any) -> None:
+    configure(api, "tpl:*", 3)
+    error = assert_error(api.post(path, json=body), 400, "invalid_argument")
+    assert '"tpl:*"' in error["message"] and "template" in error["message"], error
+    assert "check a key it covers" in error["message"], error
+    assert api.get("/v1/limits/tpl:a").json()["allowed"] == 0, "nothing was consumed"
+
+
+def test_a_bad_kind_or_mode_is_400_naming_the_choices(api: httpx.Client) -> None:
+    error = assert_error(api.get("/v1/limits", params={"kind": "nope"}), 400, "invalid_argument")
+    assert '"nope"' in error["message"] and "all, keys, templates" in error["message"], error
+    key = unique("mode")
+    response = api.post("/v1/limits", json={"key": key, "rate": 1, "per": "1m", "mode": "loud"})
+    error = assert_error(response, 400, "invalid_argument")
+    assert '"loud"' in error["message"] and "shadow" in error["message"], error
+    assert_error(api.get(f"/v1/limits/{key}"), 404, "limit_not_found")
+
+
+def test_a_shadow_limit_allows_and_counts_what_it_would_deny(fresh: httpx.Client) -> None:
+    created = configure(fresh, "s", 1, mode="shadow")["status"]
+    assert (created["mode"], created["shadow_denied"]) == ("shadow", 0)
+    assert configure(fresh, "s", 1, mode="shadow")["change"] == "unchanged"
+    assert configure(fresh, "e", 1)["status"]["mode"] == "enforce"
+
+    first = check(fresh, "s")
+    assert (first["allowed"], first["shadow_denied"]) == (True, False)
+    second = check(fresh, "s")
+    assert (second["allowed"], second["shadow_denied"], second["remaining"]) == (True, True, 0)
+    peeked = fresh.post("/v1/peek", json={"key": "s"}).json()
+    assert (peeked["allowed"], peeked["shadow_denied"]) == (True, True)
+    both = fresh.post("/v1/check-all", json={"items": [{"key": "s"}, {"key": "e"}]}).json()
+    assert both["allowed"] is True
+    assert [r["shadow_denied"] for r in both["results"]] == [True, False]
+    assert check(fresh, "e")["allowed"] is False
+    assert check(fresh, "e")["shadow_denied"] is False
+
+    status = fresh.get("/v1/limits/s").json()
+    assert (status["mode"], status["allowed"], status["denied"], status["shadow_denied"]) == (
+        "shadow",
+        1,
+        0,
+        2,
+    )
+    events = fresh.get("/v1/history/s").json()["events"]
+    assert [e["shadow_denied"] for e in events] == [False, True, True]
+    assert all(set(e) >= {"shadow_denied", "allowed"} and e["allowed"] for e in events)
+    top = fresh.get("/v1/top", params={"by": "shadow_denied"}).json()["top"]
+    assert [s["key"] for s in top] == ["s"]
+
+    text = fresh.get("/metrics").text
+    assert metric(text, 'flint_checks_total{outcome="shadow_denied"}') == 2
+    assert metric(text, 'flint_checks_total{outcome="allowed"}') == 2
+    assert metric(text, 'flint_checks_total{outcome="denied"}') == 2
+
+    # Enforced again: the key is out of units, so the next check is denied.
+    assert configure(fresh, "s", 1, mode="enforce")["status"]["mode"] == "enforce"
+    assert check(fresh, "s")["allowed"] is False
+
+
+def test_the_openapi_document_describes_templates_and_shadow(api: httpx.Client) -> None:
+    document = api.get("/v1/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    assert "mode" in schemas["LimitRequest"]["properties"]
+    assert {"mode", "template", "shadow_denied"} <= set(schemas["KeyStatus"]["properties"])
+    assert "shadow_denied" in schemas["CheckResult"]["properties"]
+    assert "shadow_denied" in schemas["HistoryEntry"]["properties"]
+    assert {"templates", "memory_bytes"} <= set(schemas["Doctor"]["properties"])
+    parameters = document["paths"]["/v1/limits"]["get"]["parameters"]
+    assert {p["name"] for p in parameters} == {"prefix", "kind"}

@@ -78,8 +78,13 @@ pub enum Command {
 )]
 pub enum LimitCommand {
     /// Configure a limit (the same settings again change nothing).
+    ///
+    /// A key ending in * is a template, such as 'ip:*' (quote it for the shell): the
+    /// limit of every key that starts with the text before the * and has no limit of
+    /// its own (the longest such prefix wins). Those keys are checked without adding
+    /// them; each has its own units.
     Add {
-        /// The key, such as "api:user-42".
+        /// The key, such as "api:user-42", or a template, such as 'ip:*'.
         #[arg(value_parser = Utf8)]
         key: String,
         /// Units allowed per period.
@@ -95,6 +100,10 @@ pub enum LimitCommand {
         /// at RATE per PER (default: the rate; smaller or larger is allowed).
         #[arg(long)]
         burst: Option<u64>,
+        /// enforce, or shadow: allow every check and count the ones the limit would
+        /// have denied (shadow_denied), to try a limit out before enforcing it.
+        #[arg(long, default_value = "enforce", value_parser = Utf8)]
+        mode: String,
     },
     /// Check a key and consume COST units when allowed (exit 1 when denied).
     Check {
@@ -130,11 +139,15 @@ pub enum LimitCommand {
         #[arg(value_parser = Utf8)]
         key: String,
     },
-    /// List limits, sorted by key.
+    /// List limits, sorted by key: configured keys, templates, and keys made from
+    /// templates while they hold state (back at full capacity they are dropped).
     List {
         /// Only keys starting with this.
         #[arg(long, value_parser = Utf8)]
         prefix: Option<String>,
+        /// all, keys (configured keys and keys made from templates) or templates.
+        #[arg(long, default_value = "all", value_parser = Utf8)]
+        kind: String,
     },
     /// Put a key back to full capacity.
     Reset {
@@ -167,9 +180,9 @@ pub enum LimitCommand {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Rank keys by denials, allowances, costs or checks.
+    /// Rank keys by denials, allowances, costs, checks or shadow denials.
     Top {
-        /// denied, allowed, denied_cost, allowed_cost or checks.
+        /// denied, allowed, denied_cost, allowed_cost, checks or shadow_denied.
         #[arg(long, default_value = "denied", value_parser = Utf8)]
         by: String,
         /// How many.

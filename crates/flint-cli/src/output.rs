@@ -4,6 +4,8 @@
 //! value into aligned tables. The few documents the CLI prints beyond the API (the
 //! envelopes below) wrap an API type and add the fields the CLI has always printed.
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, Local, SecondsFormat};
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
@@ -120,10 +122,32 @@ impl Human for api::LimitResponse {
         } else {
             format!(", burst {}", s.burst)
         };
+        let mode = if s.mode == "enforce" {
+            String::new()
+        } else {
+            format!(", {}", s.mode)
+        };
+        let template = if s.key.ends_with('*') {
+            format!(
+                "\ntemplate: every key starting with {:?} without a limit of its own takes this limit",
+                &s.key[..s.key.len() - 1]
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "{} {}: {} per {}{burst} ({})\n",
+            "{} {}: {} per {}{burst} ({}{mode}){template}\n",
             self.change, s.key, s.rate, s.per, s.algorithm
         )
+    }
+}
+
+/// "yes", or for a shadow limit's would-be denial what happened instead.
+fn allowed(allowed: bool, shadow_denied: bool) -> String {
+    if shadow_denied {
+        "yes (shadow: would have been denied)".to_owned()
+    } else {
+        yes_no(allowed)
     }
 }
 
@@ -131,7 +155,7 @@ impl Human for api::CheckResult {
     fn human(&self, now: UnixNanos) -> String {
         let table = fields(&[
             ("key", self.key.clone()),
-            ("allowed", yes_no(self.allowed)),
+            ("allowed", allowed(self.allowed, self.shadow_denied)),
             ("cost", self.cost.to_string()),
             ("remaining", format!("{} of {}", self.remaining, self.limit)),
             ("reset_at", time_s(self.reset_at, now)),
@@ -144,15 +168,24 @@ impl Human for api::CheckResult {
 
 impl Human for api::CheckAllResult {
     fn human(&self, now: UnixNanos) -> String {
-        let mut table = table(&["key", "cost", "remaining", "reset_at", "retry_after"]);
+        let shadow = self.results.iter().any(|r| r.shadow_denied);
+        let mut header = vec!["key", "cost", "remaining", "reset_at", "retry_after"];
+        if shadow {
+            header.push("shadow");
+        }
+        let mut table = table(&header);
         for r in &self.results {
-            table.add_row(vec![
+            let mut row = vec![
                 r.key.clone(),
                 r.cost.to_string(),
                 format!("{} of {}", r.remaining, r.limit),
                 time_s(r.reset_at, now),
                 seconds(r.retry_after),
-            ]);
+            ];
+            if shadow {
+                row.push(if r.shadow_denied { "would deny" } else { "" }.to_owned());
+            }
+            table.add_row(row);
         }
         let verdict = match &self.denied_key {
             None => "allowed: every limit admitted the request".to_owned(),
@@ -162,13 +195,32 @@ impl Human for api::CheckAllResult {
     }
 }
 
+/// Whether a status has shadow figures to show: a shadow limit, or shadow denials
+/// counted while it was one.
+fn shows_shadow(s: &api::KeyStatus) -> bool {
+    s.mode != "enforce" || s.shadow_denied > 0
+}
+
 impl Human for api::KeyStatus {
     fn human(&self, now: UnixNanos) -> String {
-        let table = fields(&[
-            ("key", self.key.clone()),
+        let mut rows = vec![("key", self.key.clone())];
+        if let Some(template) = &self.template {
+            rows.push(("template", template.clone()));
+        } else if self.key.ends_with('*') {
+            rows.push((
+                "template",
+                "this is a template: its counters sum those of its keys".to_owned(),
+            ));
+        }
+        rows.extend([
             ("limit", format!("{} per {}", self.rate, self.per)),
             ("burst", self.burst.to_string()),
             ("algorithm", self.algorithm.clone()),
+        ]);
+        if self.mode != "enforce" {
+            rows.push(("mode", self.mode.clone()));
+        }
+        rows.extend([
             ("remaining", self.remaining.to_string()),
             ("reset_at", time_s(self.reset_at, now)),
             (
@@ -179,13 +231,16 @@ impl Human for api::KeyStatus {
                 "denied",
                 format!("{} ({} units)", self.denied, self.denied_cost),
             ),
-            (
-                "last_seen",
-                self.last_seen
-                    .map_or_else(|| "never".into(), |at| time_s(at, now)),
-            ),
         ]);
-        format!("{table}\n")
+        if shows_shadow(self) {
+            rows.push(("shadow_denied", self.shadow_denied.to_string()));
+        }
+        rows.push((
+            "last_seen",
+            self.last_seen
+                .map_or_else(|| "never".into(), |at| time_s(at, now)),
+        ));
+        format!("{}\n", fields(&rows))
     }
 }
 
@@ -194,30 +249,50 @@ impl Human for api::LimitList {
         if self.limits.is_empty() {
             return "no limits configured\n".into();
         }
-        let mut table = table(&[
-            "key",
-            "rate",
-            "per",
-            "burst",
-            "algorithm",
-            "remaining",
-            "allowed",
-            "denied",
-            "last seen",
-        ]);
+        // The template and shadow columns only when a row has something to show.
+        let templates = self.limits.iter().any(|s| s.template.is_some());
+        let shadow = self.limits.iter().any(shows_shadow);
+        let mut header = vec!["key"];
+        if templates {
+            header.push("template");
+        }
+        header.extend(["rate", "per", "burst", "algorithm"]);
+        header.extend(["remaining", "allowed", "denied"]);
+        if shadow {
+            header.push("shadow denied");
+        }
+        header.push("last seen");
+        let mut table = table(&header);
         for s in &self.limits {
-            table.add_row(vec![
-                s.key.clone(),
+            let mut row = vec![s.key.clone()];
+            if templates {
+                row.push(s.template.clone().unwrap_or_default());
+            }
+            // A shadow limit's mode beside its algorithm: "token_bucket (shadow)".
+            let algorithm = if s.mode == "enforce" {
+                s.algorithm.clone()
+            } else {
+                format!("{} ({})", s.algorithm, s.mode)
+            };
+            row.extend([
                 s.rate.to_string(),
                 s.per.clone(),
                 s.burst.to_string(),
-                s.algorithm.clone(),
+                algorithm,
+            ]);
+            row.extend([
                 s.remaining.to_string(),
                 s.allowed.to_string(),
                 s.denied.to_string(),
+            ]);
+            if shadow {
+                row.push(s.shadow_denied.to_string());
+            }
+            row.push(
                 s.last_seen
                     .map_or_else(|| "never".into(), |at| relative(from_unix_seconds(at), now)),
-            ]);
+            );
+            table.add_row(row);
         }
         format!("{table}\n")
     }
@@ -233,7 +308,9 @@ impl Human for api::History {
             table.add_row(vec![
                 time_s(e.at, now),
                 e.cost.to_string(),
-                if e.allowed {
+                if e.shadow_denied {
+                    "yes (shadow: would have been denied)"
+                } else if e.allowed {
                     "yes"
                 } else if e.blocked_by_other {
                     "no (blocked by another key)"
@@ -251,7 +328,8 @@ impl Human for api::History {
 /// `flint limit top`: the API's [`api::Top`] and the ranking asked for.
 #[derive(Debug, Serialize)]
 pub struct TopOutput {
-    /// The ranking: `denied`, `allowed`, `denied_cost`, `allowed_cost` or `checks`.
+    /// The ranking: `denied`, `allowed`, `denied_cost`, `allowed_cost`, `checks` or
+    /// `shadow_denied`.
     pub by: &'static str,
     /// The ranked keys.
     #[serde(flatten)]
@@ -263,25 +341,34 @@ impl Human for TopOutput {
         if self.top.top.is_empty() {
             return format!("no key has any {}\n", self.by);
         }
-        let mut table = table(&[
+        let shadow = self.by == "shadow_denied" || self.top.top.iter().any(shows_shadow);
+        let mut header = vec![
             "#",
             "key",
             "allowed",
             "denied",
             "allowed units",
             "denied units",
-            "remaining",
-        ]);
+        ];
+        if shadow {
+            header.push("shadow denied");
+        }
+        header.push("remaining");
+        let mut table = table(&header);
         for (rank, s) in self.top.top.iter().enumerate() {
-            table.add_row(vec![
+            let mut row = vec![
                 (rank + 1).to_string(),
                 s.key.clone(),
                 s.allowed.to_string(),
                 s.denied.to_string(),
                 s.allowed_cost.to_string(),
                 s.denied_cost.to_string(),
-                format!("{} of {}", s.remaining, s.rate),
-            ]);
+            ];
+            if shadow {
+                row.push(s.shadow_denied.to_string());
+            }
+            row.push(format!("{} of {}", s.remaining, s.burst));
+            table.add_row(row);
         }
         format!("top keys by {}\n{table}\n", self.by)
     }
@@ -384,8 +471,44 @@ fn checks_table(checks: &[api::DoctorCheck]) -> Table {
 
 impl Human for api::Doctor {
     fn human(&self, _now: UnixNanos) -> String {
-        format!("{}\n", checks_table(&self.checks))
+        let mut text = format!("{}\n", checks_table(&self.checks));
+        if !self.templates.is_empty() {
+            let mut table = table(&["template", "live keys", "remembered keys"]);
+            for t in &self.templates {
+                table.add_row(vec![
+                    t.template.clone(),
+                    t.live_keys.to_string(),
+                    t.remembered_keys.to_string(),
+                ]);
+            }
+            let _ = writeln!(text, "{table}");
+        }
+        let resident = self
+            .process_resident_bytes
+            .map(|b| format!("; process resident {}", bytes(b)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "memory: engine state about {}{resident}",
+            bytes(self.memory_bytes)
+        );
+        text
     }
+}
+
+/// A size in bytes, with a binary unit past 1 KiB ("12.3 MiB").
+fn bytes(value: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if value < 1024 {
+        return format!("{value} B");
+    }
+    let mut size = value as f64 / 1024.0;
+    let mut unit = 0;
+    while size >= 1024.0 && unit + 1 < UNITS.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{size:.1} {}", UNITS[unit])
 }
 
 /// `flint doctor --repair`: the API's [`api::Doctor`] after the repair, and what the

@@ -827,3 +827,133 @@ fn another_programs_log_is_one_line_naming_it_and_no_repair_advice() {
     assert!(report.contains("is not a Flint log"), "{report}");
     assert!(!report.contains("--repair"), "{report}");
 }
+
+/// `flint ARGS` (tables) and its exit code.
+fn text(dir: &Path, args: &[&str]) -> (i32, String) {
+    let output = flint(dir).args(args).output().unwrap();
+    let code = output.status.code().unwrap();
+    (code, String::from_utf8(output.stdout).unwrap())
+}
+
+#[test]
+fn templates_cover_keys_and_show_in_tables() {
+    let (_tmp, dir) = data_dir();
+    let (code, added) = text(
+        &dir,
+        &["limit", "add", "ip:*", "--rate", "2", "--per", "1h"],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        added.contains("created ip:*") && added.contains("starting with \"ip:\""),
+        "{added}"
+    );
+    // A covered key needs no `limit add`.
+    let (code, value) = json(&dir, &["limit", "check", "ip:1.2.3.4"]);
+    assert_eq!(
+        (code, &value["limit"], &value["remaining"]),
+        (0, &2.into(), &1.into())
+    );
+    let (_, status) = text(&dir, &["limit", "status", "ip:1.2.3.4"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("template") && l.contains("ip:*")),
+        "{status}"
+    );
+    let (_, listed) = json(&dir, &["limit", "list", "--kind", "templates"]);
+    assert_eq!(listed["limits"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["limits"][0]["key"], "ip:*");
+    let (_, listed) = json(&dir, &["limit", "list", "--kind", "keys"]);
+    assert_eq!(listed["limits"][0]["key"], "ip:1.2.3.4");
+    assert_eq!(listed["limits"][0]["template"], "ip:*");
+    let (_, table) = text(&dir, &["limit", "list"]);
+    assert!(table.contains("template"), "{table}");
+    // A template is not a key to check; a bad kind names the kinds.
+    let output = flint(&dir)
+        .args(["limit", "check", "ip:*"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("is a template"),
+        "{}",
+        stderr_of(&output)
+    );
+    let output = flint(&dir)
+        .args(["limit", "list", "--kind", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_of(&output).contains("all, keys, templates"));
+    let (_, doctor) = text(&dir, &["doctor"]);
+    assert!(
+        doctor
+            .lines()
+            .any(|l| l.contains("ip:*") && l.contains(" 1 ")),
+        "the template with its one live key: {doctor}"
+    );
+    assert!(doctor.contains("memory: engine state about"), "{doctor}");
+}
+
+#[test]
+fn shadow_limits_allow_and_count_what_they_would_deny() {
+    let (_tmp, dir) = data_dir();
+    // A bad mode is refused before a directory is created.
+    let output = flint(&dir)
+        .args([
+            "limit", "add", "s", "--rate", "1", "--per", "1h", "--mode", "loud",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("\"loud\""),
+        "{}",
+        stderr_of(&output)
+    );
+    assert!(!dir.exists());
+
+    let (_, added) = text(
+        &dir,
+        &[
+            "limit", "add", "s", "--rate", "1", "--per", "1h", "--mode", "shadow",
+        ],
+    );
+    assert!(added.contains("shadow"), "{added}");
+    assert_eq!(json(&dir, &["limit", "check", "s"]).0, 0);
+    let (code, checked) = text(&dir, &["limit", "check", "s"]);
+    assert_eq!(code, 0, "a shadow limit allows: {checked}");
+    assert!(checked.contains("would have been denied"), "{checked}");
+    let (code, value) = json(&dir, &["limit", "check", "s"]);
+    assert_eq!(
+        (code, &value["allowed"], &value["shadow_denied"]),
+        (0, &true.into(), &true.into())
+    );
+    let (_, status) = json(&dir, &["limit", "status", "s"]);
+    assert_eq!(
+        (&status["mode"], &status["shadow_denied"]),
+        (&"shadow".into(), &2.into())
+    );
+    let (_, status) = text(&dir, &["limit", "status", "s"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("mode") && l.contains("shadow")),
+        "{status}"
+    );
+    let (_, top) = json(&dir, &["limit", "top", "--by", "shadow_denied"]);
+    assert_eq!(
+        (&top["by"], &top["top"][0]["key"]),
+        (&"shadow_denied".into(), &"s".into())
+    );
+    let (_, top) = text(&dir, &["limit", "top", "--by", "shadow_denied"]);
+    assert!(top.contains("shadow denied"), "{top}");
+    // Enforced again, the next check is denied.
+    text(
+        &dir,
+        &[
+            "limit", "add", "s", "--rate", "1", "--per", "1h", "--mode", "enforce",
+        ],
+    );
+    assert_eq!(json(&dir, &["limit", "check", "s"]).0, 1);
+}

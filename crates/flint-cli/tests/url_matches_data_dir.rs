@@ -198,8 +198,10 @@ fn run(place: &[&str], args: &[&str], json: bool) -> Output {
 
 /// What both ways must agree on for `args`: exit codes always; stdout as documents
 /// without times, or as normalised tables; for doctor and compaction (whose figures
-/// depend on the process holding the directory) the shape and the verdict.
-fn compare(local: &[&str], remote: &[&str], args: &[&str]) {
+/// depend on the process holding the directory) the shape and the verdict. Returns the
+/// exit code of the first run (`--json`).
+fn compare(local: &[&str], remote: &[&str], args: &[&str]) -> Option<i32> {
+    let mut code = None;
     for json in [true, false] {
         let l = run(local, args, json);
         let r = run(remote, args, json);
@@ -211,6 +213,7 @@ fn compare(local: &[&str], remote: &[&str], args: &[&str]) {
             String::from_utf8_lossy(&r.stderr)
         );
         assert_eq!(l.status.code(), r.status.code(), "{context}");
+        code = code.or(l.status.code());
         let (ls, rs) = (
             String::from_utf8(l.stdout).unwrap(),
             String::from_utf8(r.stdout).unwrap(),
@@ -252,6 +255,7 @@ fn compare(local: &[&str], remote: &[&str], args: &[&str]) {
             assert_eq!(normalized(&ls), normalized(&rs), "{context}");
         }
     }
+    code
 }
 
 #[test]
@@ -367,13 +371,111 @@ fn every_command_through_url_matches_the_data_dir() {
         &["limit", "remove", "web"],
         &["limit", "remove", "web"],
         &["limit", "list"],
-        &["log", "flush"],
-        &["log", "compact"],
-        &["doctor"],
     ];
     for args in commands {
         compare(&local, &remote, args);
     }
+    // Templates and shadow limits, with the exit code each must give: 0 done or
+    // allowed, 1 denied, 2 an error. `compare` runs each command twice on each side
+    // (--json, then tables): a check consumes twice, and the code is the first run's.
+    let dynamic: &[(&[&str], i32)] = &[
+        // A template is the limit of every key it covers.
+        (&["limit", "add", "ip:*", "--rate", "4", "--per", "1h"], 0),
+        (&["limit", "add", "ip:*", "--rate", "4", "--per", "1h"], 0),
+        (
+            &["limit", "add", "ip:10.*", "--rate", "10", "--per", "1h"],
+            0,
+        ),
+        (&["limit", "check", "ip:1.2.3.4"], 0),
+        (&["limit", "check", "ip:1.2.3.4"], 0),
+        (&["limit", "check", "ip:1.2.3.4"], 1),
+        (&["limit", "check", "ip:10.0.0.1", "--cost", "4"], 0),
+        (&["limit", "peek", "ip:9.9.9.9", "--cost", "2"], 0),
+        (&["limit", "peek", "ip:9.9.9.9", "--cost", "5"], 2),
+        // A template itself is not a key to check.
+        (&["limit", "check", "ip:*"], 2),
+        (&["limit", "peek", "ip:*"], 2),
+        (&["limit", "refund", "ip:*"], 2),
+        (&["limit", "status", "ip:1.2.3.4"], 0),
+        (&["limit", "status", "ip:5.5.5.5"], 0),
+        (&["limit", "status", "ip:*"], 0),
+        (&["limit", "status", "other:1"], 2),
+        (&["limit", "history", "ip:1.2.3.4"], 0),
+        (&["limit", "list", "--kind", "templates"], 0),
+        (&["limit", "list", "--kind", "keys", "--prefix", "ip:"], 0),
+        (&["limit", "list", "--prefix", "ip:1"], 0),
+        (&["limit", "list", "--kind", "nope"], 2),
+        (&["limit", "check-all", "ip:1.2.3.4", "ip:7.7.7.7"], 1),
+        (&["limit", "check-all", "ip:7.7.7.7", "ip:10.0.0.1"], 0),
+        // A shadow limit allows every check and counts the would-be denials.
+        (
+            &[
+                "limit", "add", "shadow", "--rate", "1", "--per", "1h", "--mode", "shadow",
+            ],
+            0,
+        ),
+        (
+            &[
+                "limit", "add", "shadow", "--rate", "1", "--per", "1h", "--mode", "loud",
+            ],
+            2,
+        ),
+        (&["limit", "check", "shadow"], 0),
+        (&["limit", "check", "shadow"], 0),
+        (&["limit", "peek", "shadow"], 0),
+        (&["limit", "check-all", "shadow", "ip:8.8.8.8"], 0),
+        (&["limit", "status", "shadow"], 0),
+        (&["limit", "history", "shadow"], 0),
+        (&["limit", "list", "--prefix", "sh"], 0),
+        (&["limit", "top", "--by", "shadow_denied"], 0),
+        // Enforced again: denied.
+        (&["limit", "add", "shadow", "--rate", "1", "--per", "1h"], 0),
+        (&["limit", "check", "shadow"], 1),
+        // Removing a template removes its keys.
+        (&["limit", "remove", "ip:10.*"], 0),
+        (&["limit", "status", "ip:10.0.0.1"], 0),
+        (&["limit", "list", "--kind", "templates"], 0),
+        (&["limit", "remove", "ip:*"], 0),
+        (&["limit", "status", "ip:1.2.3.4"], 2),
+        (&["limit", "add", "ip:*", "--rate", "4", "--per", "1h"], 0),
+        (&["limit", "check", "ip:1.2.3.4"], 0),
+        (&["log", "flush"], 0),
+        (&["log", "compact"], 0),
+        (&["doctor"], 0),
+    ];
+    for (args, code) in dynamic {
+        assert_eq!(compare(&local, &remote, args), Some(*code), "{args:?}");
+    }
+    // What those commands showed, read once more through the server.
+    let json = |args: &[&str]| -> Value {
+        let output = run(&remote, args, true);
+        serde_json::from_str(&String::from_utf8(output.stdout).unwrap()).unwrap()
+    };
+    let status = json(&["limit", "status", "ip:1.2.3.4"]);
+    assert_eq!(status["template"], "ip:*", "{status}");
+    assert_eq!(status["remaining"], 2, "{status}");
+    let shadow = json(&["limit", "status", "shadow"]);
+    assert_eq!(
+        (&shadow["mode"], &shadow["shadow_denied"], &shadow["denied"]),
+        (&Value::from("enforce"), &Value::from(5), &Value::from(2)),
+        "{shadow}"
+    );
+    let templates = json(&["limit", "list", "--kind", "templates"]);
+    let keys: Vec<&str> = templates["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["ip:*"]);
+    let doctor = json(&["doctor"]);
+    assert_eq!(doctor["templates"][0]["template"], "ip:*", "{doctor}");
+    assert_eq!(doctor["templates"][0]["live_keys"], 1, "{doctor}");
+    let text = String::from_utf8(run(&remote, &["doctor"], false).stdout).unwrap();
+    assert!(
+        text.contains("live keys") && text.contains("memory: engine state"),
+        "{text}"
+    );
     // doctor --repair needs the directory.
     let output = run(&remote, &["doctor", "--repair", "--yes"], false);
     assert_eq!(output.status.code(), Some(2));

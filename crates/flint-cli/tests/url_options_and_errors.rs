@@ -316,6 +316,7 @@ fn bad_input_is_the_servers_message_and_a_denial_exits_1() {
     let denied = serde_json::json!({
         "key": "k", "allowed": false, "remaining": 0, "reset_at": 1.5e9,
         "retry_after": 2.5, "limit": 5, "algorithm": "token_bucket", "cost": 1,
+        "shadow_denied": false,
     });
     for json in [true, false] {
         let (url, server) = answer_once("200 OK", &denied.to_string());

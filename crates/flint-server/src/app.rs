@@ -339,7 +339,7 @@ async fn check(
     let decision = state
         .durable(|d| d.check(&request.key, request.cost))
         .await?;
-    state.metrics().checked(decision.allowed, 1);
+    state.metrics().checked(&decision);
     Ok(Json(CheckResult::new(&request.key, &decision)))
 }
 
@@ -388,7 +388,7 @@ async fn acquire(
         if seen.allowed || Instant::now() + wait > deadline {
             let decision = state.durable(|d| d.check(key, cost)).await?;
             if decision.allowed || !seen.allowed {
-                state.metrics().checked(decision.allowed, 1);
+                state.metrics().checked(&decision);
                 return Ok(Json(CheckResult::new(key, &decision)));
             }
             // Another caller took the units first: look again.
@@ -411,9 +411,7 @@ async fn check_all(
         .map(|item| (item.key.as_str(), item.cost))
         .collect();
     let decision = state.durable(|d| d.check_all(&items)).await?;
-    state
-        .metrics()
-        .checked(decision.allowed, decision.results.len() as u64);
+    state.metrics().checked_all(&decision);
     Ok(Json(CheckAllResult::from(&decision)))
 }
 

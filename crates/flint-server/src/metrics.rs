@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flint_core::Limiter;
+use flint_core::{Decision, Limiter, MultiDecision};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -19,7 +19,9 @@ use prometheus_client::registry::{Registry, Unit};
 
 /// The metric names (as exposed, suffixes included), in one place.
 pub mod names {
-    /// Keys checked, by `outcome` (`allowed` or `denied`); a check-all counts each item.
+    /// Keys checked, by `outcome`: `allowed`, `denied`, or `shadow_denied` (allowed by
+    /// a shadow limit that would have denied it; not counted as `allowed`). A check-all
+    /// counts each item.
     pub const CHECKS: &str = "flint_checks_total";
     /// Error answers, by `code`.
     pub const ERRORS: &str = "flint_http_errors_total";
@@ -35,8 +37,14 @@ pub mod names {
     pub const LOG_BYTES: &str = "flint_log_bytes";
     /// Size of the snapshot.
     pub const SNAPSHOT_BYTES: &str = "flint_snapshot_bytes";
-    /// Configured keys.
+    /// Entries: configured keys, templates, and keys made from templates that hold
+    /// state.
     pub const KEYS: &str = "flint_keys";
+    /// Templates (configured keys ending in `*`).
+    pub const TEMPLATES: &str = "flint_templates";
+    /// Keys made from templates that hold state now (dropped when back at full
+    /// capacity).
+    pub const TEMPLATE_KEYS: &str = "flint_template_keys";
     /// Events written but not yet synced.
     pub const PENDING_EVENTS: &str = "flint_pending_events";
     /// Compactions completed.
@@ -51,6 +59,36 @@ fn base(name: &'static str, suffixes: &[&str]) -> &'static str {
         .fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n))
 }
 
+/// The `outcome` label of a check: a bounded set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Allowed = 0,
+    Denied = 1,
+    ShadowDenied = 2,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 3] = [Outcome::Allowed, Outcome::Denied, Outcome::ShadowDenied];
+
+    fn of(decision: &Decision) -> Outcome {
+        if decision.shadow_denied {
+            Outcome::ShadowDenied
+        } else if decision.allowed {
+            Outcome::Allowed
+        } else {
+            Outcome::Denied
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Denied => "denied",
+            Outcome::ShadowDenied => "shadow_denied",
+        }
+    }
+}
+
 /// The route label of a request that matched no route.
 const UNMATCHED: &str = "unmatched";
 
@@ -62,7 +100,9 @@ type RouteLabel = [(&'static str, String); 1];
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    checks: Family<Labels, Counter>,
+    /// The checks counter of each [`Outcome`], made at start (so that every outcome
+    /// shows, at zero until it happens).
+    outcomes: [Counter; 3],
     errors: Family<Labels, Counter>,
     latency: Family<RouteLabel, Histogram>,
     /// The histogram of each route, made at start: a request finds its own without
@@ -85,7 +125,7 @@ impl Metrics {
         let connections = Gauge::default();
         registry.register(
             base(names::CHECKS, &["_total"]),
-            "Keys checked, by outcome (a check-all counts each item)",
+            "Keys checked, by outcome: allowed, denied, or shadow_denied (allowed by a shadow limit that would have denied it); a check-all counts each item",
             checks.clone(),
         );
         registry.register(
@@ -105,9 +145,11 @@ impl Metrics {
             connections.clone(),
         );
         registry.register_collector(Box::new(EngineCollector { limiter }));
+        let outcomes =
+            Outcome::ALL.map(|o| checks.get_or_create(&[("outcome", o.label())]).clone());
         Metrics {
             registry,
-            checks,
+            outcomes,
             errors,
             routes: routes
                 .iter()
@@ -122,12 +164,26 @@ impl Metrics {
         }
     }
 
-    /// Counts `count` keys checked with this outcome.
-    pub fn checked(&self, allowed: bool, count: u64) {
-        let outcome = if allowed { "allowed" } else { "denied" };
-        self.checks
-            .get_or_create(&[("outcome", outcome)])
-            .inc_by(count);
+    /// Counts a key checked with this decision.
+    pub fn checked(&self, decision: &Decision) {
+        self.outcome(Outcome::of(decision)).inc();
+    }
+
+    /// Counts the items of a check-all: each by its own decision when the check was
+    /// allowed (an item may be shadow-denied), all denied when it was not.
+    pub fn checked_all(&self, decision: &MultiDecision) {
+        if decision.allowed {
+            for item in &decision.results {
+                self.checked(&item.decision);
+            }
+        } else {
+            self.outcome(Outcome::Denied)
+                .inc_by(decision.results.len() as u64);
+        }
+    }
+
+    fn outcome(&self, outcome: Outcome) -> &Counter {
+        &self.outcomes[outcome as usize]
     }
 
     /// Counts an error answer.
@@ -222,9 +278,23 @@ impl Collector for EngineCollector {
         gauge(
             &mut encoder,
             names::KEYS,
-            "Configured keys",
+            "Entries: configured keys, templates, and keys made from templates that hold state",
             None,
             stats.keys as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            names::TEMPLATES,
+            "Templates (configured keys ending in *)",
+            None,
+            stats.templates as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            names::TEMPLATE_KEYS,
+            "Keys made from templates that hold state now (dropped when back at full capacity)",
+            None,
+            stats.template_keys as u64,
         )?;
         gauge(
             &mut encoder,

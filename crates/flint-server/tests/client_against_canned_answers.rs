@@ -153,10 +153,10 @@ fn serve(
     }
 }
 
-const STATUS: &str = r#"{"key":"k","rate":10,"burst":10,"per":"1m","per_ms":60000,"algorithm":"token_bucket","remaining":10,"reset_at":1700000000.0,"allowed":0,"denied":0,"allowed_cost":0,"denied_cost":0,"last_seen":null}"#;
+const STATUS: &str = r#"{"key":"k","rate":10,"burst":10,"per":"1m","per_ms":60000,"algorithm":"token_bucket","mode":"enforce","template":null,"remaining":10,"reset_at":1700000000.0,"allowed":0,"denied":0,"allowed_cost":0,"denied_cost":0,"shadow_denied":0,"last_seen":null}"#;
 
 fn check_json(key: &str) -> String {
-    serde_json::json!({"key": key, "allowed": true, "remaining": 9, "reset_at": 1.7e9, "retry_after": 0.0, "limit": 10, "algorithm": "token_bucket", "cost": 1}).to_string()
+    serde_json::json!({"key": key, "allowed": true, "remaining": 9, "reset_at": 1.7e9, "retry_after": 0.0, "limit": 10, "algorithm": "token_bucket", "cost": 1, "shadow_denied": false}).to_string()
 }
 
 fn client(url: &str) -> Client {
@@ -177,7 +177,7 @@ fn requests_carry_the_token_json_and_percent_encoded_keys() {
         } else if r.line.starts_with("GET /v1/history/") {
             json(
                 200,
-                r#"{"key":"k","events":[{"at":1.5,"cost":1,"allowed":true,"blocked_by_other":false,"remaining":9}]}"#,
+                r#"{"key":"k","events":[{"at":1.5,"cost":1,"allowed":true,"blocked_by_other":false,"shadow_denied":false,"remaining":9}]}"#,
             )
         } else if r.line.starts_with("POST /v1/limits ") {
             json(

@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 use flint_core::ListKind;
-use flint_server::api::LimitRequest;
+use flint_server::api::{KeyStatus, LimitRequest};
 use flint_server::client::{Client, ErrorKind};
 use flint_server::{Server, ServerConfig};
 use tokio::sync::oneshot;
@@ -289,4 +289,201 @@ fn threads_share_one_client() {
     let allowed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(allowed, 200);
     assert_eq!(c.status("k").unwrap().unwrap().allowed, 200);
+}
+
+fn limit_with(client: &Client, key: &str, rate: u64, mode: Option<&str>) -> KeyStatus {
+    client
+        .limit(&LimitRequest {
+            key: key.to_owned(),
+            rate,
+            per: "1h".to_owned(),
+            algorithm: None,
+            burst: None,
+            mode: mode.map(str::to_owned),
+        })
+        .unwrap()
+        .status
+}
+
+/// The value of one series of the metrics text, such as
+/// `flint_checks_total{outcome="denied"}`.
+fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A template is the limit of every key it covers: checked with no limit of their
+/// own, listed by kind, shown with their template, refused as a key itself, counted
+/// in the metrics and the doctor's report, and removed with its keys.
+#[test]
+fn templates_through_the_client() {
+    let server = Running::start(Duration::from_secs(60));
+    let c = server.client();
+    let template = limit_with(&c, "ip:*", 2, None);
+    assert_eq!(
+        (template.key.as_str(), template.template.as_deref()),
+        ("ip:*", None)
+    );
+    limit_with(&c, "ip:10.*", 5, None);
+    limit_with(&c, "ip:own", 1, None);
+
+    // A covered key needs no limit of its own; the longest prefix wins; its own wins.
+    let r = c.check("ip:1.2.3.4", 1).unwrap();
+    assert!(r.allowed && r.limit == 2 && r.remaining == 1, "{r:?}");
+    assert_eq!(c.check("ip:10.0.0.1", 1).unwrap().limit, 5);
+    assert_eq!(c.check("ip:own", 1).unwrap().limit, 1);
+    assert!(c.check("ip:1.2.3.4", 1).unwrap().allowed);
+    assert!(!c.check("ip:1.2.3.4", 1).unwrap().allowed);
+    assert!(
+        c.peek("ip:9.9.9.9", 2).unwrap().allowed,
+        "a new key is full"
+    );
+
+    let status = c.status("ip:1.2.3.4").unwrap().unwrap();
+    assert_eq!(status.template.as_deref(), Some("ip:*"));
+    assert_eq!((status.remaining, status.denied), (0, 1));
+    let fresh = c.status("ip:5.5.5.5").unwrap().unwrap();
+    assert_eq!(
+        (fresh.template.as_deref(), fresh.remaining, fresh.allowed),
+        (Some("ip:*"), 2, 0)
+    );
+    assert_eq!(c.status("other").unwrap(), None, "no template covers it");
+    assert_eq!(c.history("ip:1.2.3.4", 10).unwrap().len(), 3);
+
+    let keys = |kind| -> Vec<String> {
+        c.list(None, kind)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.key)
+            .collect()
+    };
+    assert_eq!(keys(ListKind::Templates), ["ip:*", "ip:10.*"]);
+    assert_eq!(
+        keys(ListKind::Keys),
+        ["ip:1.2.3.4", "ip:10.0.0.1", "ip:own"]
+    );
+    assert_eq!(keys(ListKind::All).len(), 5);
+    assert_eq!(
+        c.list(Some("ip:1"), ListKind::Keys).unwrap()[0]
+            .template
+            .as_deref(),
+        Some("ip:*")
+    );
+    assert_eq!(c.top("denied", 1).unwrap()[0].key, "ip:1.2.3.4");
+
+    // A template is not a key to check, peek or refund: a 400 naming the fix.
+    for e in [
+        c.check("ip:*", 1).unwrap_err(),
+        c.peek("ip:*", 1).unwrap_err(),
+        c.refund("ip:*", 1).unwrap_err(),
+    ] {
+        assert_eq!(
+            (e.kind(), e.status(), e.code()),
+            (
+                ErrorKind::InvalidArgument,
+                Some(400),
+                Some("invalid_argument")
+            ),
+            "{e}"
+        );
+        assert!(e.message().contains("is a template"), "{e}");
+    }
+
+    let metrics = c.metrics().unwrap();
+    assert_eq!(series(&metrics, "flint_templates"), Some(2.0), "{metrics}");
+    assert_eq!(
+        series(&metrics, "flint_template_keys"),
+        Some(2.0),
+        "{metrics}"
+    );
+    let doctor = c.doctor().unwrap();
+    let ip = doctor
+        .templates
+        .iter()
+        .find(|t| t.template == "ip:*")
+        .unwrap();
+    assert_eq!(ip.live_keys, 1, "{doctor:?}");
+    assert!(doctor.memory_bytes > 0, "{doctor:?}");
+
+    // Reconfiguring the template applies to its live keys; removing it removes them.
+    limit_with(&c, "ip:*", 10, None);
+    assert_eq!(c.status("ip:1.2.3.4").unwrap().unwrap().rate, 10);
+    c.remove("ip:*").unwrap();
+    assert_eq!(c.status("ip:1.2.3.4").unwrap(), None);
+    assert_eq!(keys(ListKind::Templates), ["ip:10.*"]);
+    let e = c.check("ip:1.2.3.4", 1).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::LimitNotFound, "{e}");
+}
+
+/// A shadow limit allows every check, reports the would-be denials, consumes nothing
+/// for them, and counts them in the status, history, top and metrics.
+#[test]
+fn shadow_limits_through_the_client() {
+    let server = Running::start(Duration::from_secs(60));
+    let c = server.client();
+    let status = limit_with(&c, "s", 1, Some("shadow"));
+    assert_eq!(status.mode, "shadow");
+    assert_eq!(limit_with(&c, "e", 1, None).mode, "enforce");
+
+    let first = c.check("s", 1).unwrap();
+    assert!(first.allowed && !first.shadow_denied, "{first:?}");
+    let second = c.check("s", 1).unwrap();
+    assert!(second.allowed && second.shadow_denied, "{second:?}");
+    assert!(c.peek("s", 1).unwrap().shadow_denied);
+    assert!(c.check("e", 1).unwrap().allowed);
+    let denied = c.check("e", 1).unwrap();
+    assert!(!denied.allowed && !denied.shadow_denied, "{denied:?}");
+
+    let status = c.status("s").unwrap().unwrap();
+    assert_eq!(
+        (
+            status.allowed,
+            status.denied,
+            status.shadow_denied,
+            status.remaining
+        ),
+        (1, 0, 1, 0),
+        "a shadow denial is counted as such, not as allowed"
+    );
+    let history = c.history("s", 10).unwrap();
+    assert_eq!(
+        history.iter().map(|e| e.shadow_denied).collect::<Vec<_>>(),
+        [false, true]
+    );
+    let top = c.top("shadow_denied", 10).unwrap();
+    assert_eq!(
+        top.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),
+        ["s"]
+    );
+
+    let metrics = c.metrics().unwrap();
+    for (outcome, count) in [("allowed", 2.0), ("denied", 1.0), ("shadow_denied", 1.0)] {
+        let name = format!("flint_checks_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(series(&metrics, &name), Some(count), "{name}: {metrics}");
+    }
+
+    // Back to enforcing: the next check is denied.
+    assert_eq!(limit_with(&c, "s", 1, Some("enforce")).mode, "enforce");
+    assert!(!c.check("s", 1).unwrap().allowed);
+
+    let e = c
+        .limit(&LimitRequest {
+            key: "s".to_owned(),
+            rate: 1,
+            per: "1h".to_owned(),
+            algorithm: None,
+            burst: None,
+            mode: Some("loud".to_owned()),
+        })
+        .unwrap_err();
+    assert_eq!(
+        (e.kind(), e.status()),
+        (ErrorKind::InvalidArgument, Some(400))
+    );
+    assert!(
+        e.message().contains("loud") && e.message().contains("shadow"),
+        "{e}"
+    );
+    let e = c.top("shadowed", 1).unwrap_err();
+    assert!(e.message().contains("shadow_denied"), "{e}");
 }

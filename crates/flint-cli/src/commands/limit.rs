@@ -17,6 +17,7 @@ pub(super) fn limit(place: Place<'_>, json: bool, command: &LimitCommand) -> Res
             per,
             algorithm,
             burst,
+            mode,
         } => {
             let request = api::LimitRequest {
                 key: key.clone(),
@@ -24,7 +25,7 @@ pub(super) fn limit(place: Place<'_>, json: bool, command: &LimitCommand) -> Res
                 per: per.clone(),
                 algorithm: Some(algorithm.clone()),
                 burst: *burst,
-                mode: None,
+                mode: Some(mode.clone()),
             };
             // Bad settings must not leave a new, empty data directory behind, and a
             // server would refuse them with the same message.
@@ -33,10 +34,14 @@ pub(super) fn limit(place: Place<'_>, json: bool, command: &LimitCommand) -> Res
         }
         _ => None,
     };
-    // Likewise an unknown ranking, before anything is opened.
+    // Likewise an unknown ranking or kind, before anything is opened.
     let by = match command {
         LimitCommand::Top { by, .. } => Some(by.parse::<TopBy>()?),
         _ => None,
+    };
+    let kind = match command {
+        LimitCommand::List { kind, .. } => kind.parse::<ListKind>()?,
+        _ => ListKind::All,
     };
     let target = Target::open(place, request.is_some())?;
     let outcome = match command {
@@ -59,8 +64,8 @@ pub(super) fn limit(place: Place<'_>, json: bool, command: &LimitCommand) -> Res
             Outcome::render(json, &result, !result.allowed)
         }
         LimitCommand::Status { key } => Outcome::render(json, &target.status(key)?, false),
-        LimitCommand::List { prefix } => {
-            Outcome::render(json, &target.list(prefix.as_deref(), ListKind::All)?, false)
+        LimitCommand::List { prefix, .. } => {
+            Outcome::render(json, &target.list(prefix.as_deref(), kind)?, false)
         }
         LimitCommand::Refund { key, cost } => {
             let done = target.refund(key, *cost)?;
