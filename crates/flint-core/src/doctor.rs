@@ -31,6 +31,11 @@ fn torn_detail(torn: TornTail) -> String {
     detail
 }
 
+/// "1 key", "2 keys".
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 impl Shared {
     pub(crate) fn doctor(&self) -> Result<DoctorReport> {
         let core = self.lock_core()?;
@@ -151,9 +156,10 @@ impl Shared {
             "memory",
             CheckLevel::Ok,
             format!(
-                "{} entries in about {memory_bytes} bytes; {} templates with {live} keys holding state (keys back at full capacity are dropped)",
-                core.registry.len(),
-                templates.len()
+                "{} in about {memory_bytes} bytes; {} with {} holding state (keys back at full capacity are dropped)",
+                counted(core.registry.len(), "entry", "entries"),
+                counted(templates.len(), "template", "templates"),
+                counted(live, "key", "keys"),
             ),
         );
         let ok = checks.iter().all(|c| c.level != CheckLevel::Fail);
