@@ -587,20 +587,6 @@ async def test_lifespan_and_websocket_scopes_pass_through(embedded: flint.Limite
     assert embedded.list() == []  # not even configured
 
 
-def test_middleware_does_not_block_the_loop_with_testclient(embedded: flint.Limiter) -> None:
-    """Starlette's TestClient runs the app in a thread with its own loop (lifespan
-    included): the middleware works there too."""
-    from starlette.testclient import TestClient
-
-    app = fastapi_app()
-    app.add_middleware(
-        FlintRateLimitMiddleware, limiter=embedded, key="ip:{client}", rate=1, per="1h"
-    )
-    with TestClient(app) as test_client:
-        assert test_client.get("/").status_code == 200
-        assert test_client.get("/").status_code == 429
-
-
 # -- the per-route dependency ---------------------------------------------------------
 
 
