@@ -315,8 +315,26 @@ def test_configuration_errors(embedded: flint.Limiter) -> None:
         FlintRateLimitMiddleware(app, limiter=embedded, key="k", headers="x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="exactly one"):
         FlintRateLimitMiddleware(app, limiter=embedded)
-    # Without placeholders the key itself is configured; without rate/per, nothing is.
+    with pytest.raises(ValueError, match="must end with"):
+        FlintRateLimitMiddleware(
+            app, limiter=embedded, key_func=lambda r: "k", template="k", rate=1, per="1s"
+        )
+    with pytest.raises(ValueError, match="together"):
+        FlintRateLimitMiddleware(app, limiter=embedded, key="k", rate=1)
+    with pytest.raises(ValueError, match="cost"):
+        FlintRateLimitMiddleware(app, limiter=embedded, key="k", cost=0)
+    # Without rate/per nothing is configured: any pattern goes.
     FlintRateLimitMiddleware(app, limiter=embedded, key="{client}")
+
+
+async def test_a_key_without_placeholders_is_one_shared_limit(embedded: flint.Limiter) -> None:
+    app = starlette_app()
+    app.add_middleware(FlintRateLimitMiddleware, limiter=embedded, key="global", rate=2, per="1h")
+    async with client(app, ("192.0.2.1", 1)) as a, client(app, ("192.0.2.2", 1)) as b:
+        assert (await a.get("/")).status_code == 200
+        assert (await b.get("/")).status_code == 200
+        assert (await a.get("/")).status_code == 429
+    assert [s["key"] for s in embedded.list()] == ["global"]
 
 
 async def test_cost_callable(embedded: flint.Limiter) -> None:
