@@ -884,3 +884,24 @@ async def test_example_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         module.limiter.close()
     assert (tmp_path / ".flint").is_dir()
+
+
+async def test_the_docs_middleware_snippet_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "fastapi.md").read_text()
+    code = re.search(r"```python\n(.*?)```", docs.split("## The middleware", 1)[1], re.S)
+    assert code is not None
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(code.group(1), namespace)
+    try:
+        async with client(namespace["app"]) as http:
+            response = await http.get("/health")  # exempt, and not a route: 404
+            assert response.status_code == 404 and "X-RateLimit-Limit" not in response.headers
+            response = await http.get("/")
+            assert response.headers["X-RateLimit-Limit"] == "100"
+    finally:
+        namespace["limiter"].close()
