@@ -21,7 +21,7 @@ $(PY):
 $(DEPS): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "maturin>=1.7,<2" "pytest>=8" "pytest-asyncio>=0.23" "ruff>=0.6" "mypy>=1.13" \
-		"httpx>=0.27,<1" "schemathesis>=4.1,<5"
+		"httpx>=0.27,<1" "schemathesis>=4.1,<5" "pyyaml>=6" "matplotlib>=3.7"
 	touch $(DEPS)
 
 # Builds the native module (release) and installs the package into .venv, editable.
