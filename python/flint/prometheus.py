@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flint import Limiter, SharedLimiter
-from flint import _native
+from flint import Limiter, SharedLimiter, _native
 from flint._errors import InvalidArgument
 
 __all__ = ["CONTENT_TYPE", "METRIC_HISTOGRAMS", "METRIC_NAMES", "add_metrics_route", "metrics_text"]
@@ -68,9 +67,7 @@ def metrics_text(limiter: Limiter, *, per_key: int | None = None) -> str:
             f"already serves these metrics: scrape {limiter.url.rstrip('/')}/metrics"
         )
     if not isinstance(limiter, _native.Limiter):
-        raise TypeError(
-            f"metrics_text() takes a flint.Limiter, not {type(limiter).__name__}"
-        )
+        raise TypeError(f"metrics_text() takes a flint.Limiter, not {type(limiter).__name__}")
     return _native.metrics_text(limiter, _check_per_key(per_key))
 
 
