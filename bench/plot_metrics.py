@@ -7,9 +7,10 @@ minutes of traffic: 50 clients at about 2 requests/s each against the template
 minute 16, and logged-in users against ``user:*``; a compaction runs at minute 20.
 Every 15 simulated seconds ``flint.prometheus.metrics_text()`` is scraped, and the
 plot shows what the dashboard's queries compute from those scrapes: checks per second
-by outcome, denials per second by template, the log and snapshot sizes, and the mean
-fsync time. The decisions, sizes and syncs are the engine's own; only the clock is
-simulated, so that half an hour takes seconds.
+by outcome, denials per second by template, the log and snapshot sizes, and the keys
+holding state. The decisions, sizes and keys are the engine's own; only the clock is
+simulated, so that half an hour takes seconds (which is also why the fsync panel is
+left out: syncs run on the real clock, not the simulated one).
 
     .venv/bin/python bench/plot_metrics.py [output.png]
 """
@@ -115,15 +116,18 @@ def main() -> None:
     sizes.set_xlabel("minute")
     sizes.legend()
 
-    fsync = axes[1][1]
-    seconds = rate(scrapes, "flint_fsync_seconds_total")
-    syncs = rate(scrapes, "flint_fsyncs_total")
-    fsync.plot(minutes, [s / n * 1e3 if n else float("nan") for s, n in zip(seconds, syncs)])
-    fsync.set_title("Mean fsync time — rate(flint_fsync_seconds_total) / rate(flint_fsyncs_total)")
-    fsync.set_ylabel("ms")
-    fsync.set_xlabel("minute")
+    keys = axes[1][1]
+    for name, label in (
+        ("flint_keys", "entries (flint_keys)"),
+        ("flint_template_keys", "keys made from templates"),
+    ):
+        keys.plot(minutes, [s[name] for _, s in scrapes[1:]], label=label)
+    keys.set_title("Keys holding state — flint_keys, flint_template_keys")
+    keys.set_ylabel("keys")
+    keys.set_xlabel("minute")
+    keys.legend()
 
-    for ax in (checks, templates, sizes, fsync):
+    for ax in (checks, templates, sizes, keys):
         ax.grid(alpha=0.3)
         ax.title.set_fontsize(9)
     fig.tight_layout()
