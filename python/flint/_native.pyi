@@ -9,7 +9,18 @@ from typing import Any, Literal, final
 from typing_extensions import Self
 
 __version__: str
-__all__ = ["CheckResult", "Limiter", "ManualClock", "SharedLimiter", "__version__", "run_cli"]
+__all__ = [
+    "METRICS_CONTENT_TYPE",
+    "METRIC_HISTOGRAMS",
+    "METRIC_NAMES",
+    "CheckResult",
+    "Limiter",
+    "ManualClock",
+    "SharedLimiter",
+    "__version__",
+    "metrics_text",
+    "run_cli",
+]
 
 _Period = str | int | float | timedelta
 _Item = str | dict[str, Any] | tuple[str, int]
