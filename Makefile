@@ -21,7 +21,7 @@ $(PY):
 $(DEPS): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "maturin>=1.7,<2" "pytest>=8" "pytest-asyncio>=0.23" "ruff>=0.6" "mypy>=1.13" \
-		"httpx>=0.27,<1" "schemathesis>=4.1,<5" \
+		"httpx>=0.27,<1" "schemathesis>=4.1,<5" "pyyaml>=6" \
 		"fastapi>=0.110" "starlette>=0.36" "uvicorn>=0.29"
 	touch $(DEPS)
 
@@ -113,6 +113,12 @@ fuzz: cargo-fuzz fuzz-seeds
 # The same, FUZZ_SMOKE_SECONDS (20) seconds per target: part of `make test`.
 fuzz-smoke:
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
+
+# The plot in docs/grafana/flint-dashboard.png, from real metrics of an embedded limiter
+# (matplotlib is needed for this only, so it is not in the test dependencies).
+plot-metrics: develop
+	$(PY) -m pip install --quiet "matplotlib>=3.7"
+	$(IN_VENV) $(PY) bench/plot_metrics.py
 
 clean:
 	$(CARGO) clean

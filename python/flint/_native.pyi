@@ -9,7 +9,18 @@ from typing import Any, Literal, final
 from typing_extensions import Self
 
 __version__: str
-__all__ = ["CheckResult", "Limiter", "ManualClock", "SharedLimiter", "__version__", "run_cli"]
+__all__ = [
+    "METRICS_CONTENT_TYPE",
+    "METRIC_HISTOGRAMS",
+    "METRIC_NAMES",
+    "CheckResult",
+    "Limiter",
+    "ManualClock",
+    "SharedLimiter",
+    "__version__",
+    "metrics_text",
+    "run_cli",
+]
 
 _Period = str | int | float | timedelta
 _Item = str | dict[str, Any] | tuple[str, int]
@@ -286,3 +297,15 @@ class SharedLimiter:
 
 def run_cli(argv: list[str]) -> int:
     """Run the ``flint`` command with ``argv`` and return its exit code."""
+
+def metrics_text(limiter: Limiter, per_key: int | None = None) -> str:
+    """The Prometheus text (OpenMetrics) of an embedded limiter: its totals, checks
+    since open by outcome, one series per template, and the top ``per_key`` keys by
+    checks when given."""
+
+METRIC_NAMES: tuple[str, ...]
+"""Every metric name that the server's ``/metrics`` and ``metrics_text`` expose."""
+METRIC_HISTOGRAMS: tuple[str, ...]
+"""The histograms among them (exposed with ``_bucket``, ``_sum`` and ``_count``)."""
+METRICS_CONTENT_TYPE: str
+"""The content type of that text."""

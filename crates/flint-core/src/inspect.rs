@@ -248,4 +248,11 @@ pub struct Stats {
     pub sync_nanos: u64,
     /// Compactions that completed (manual and automatic).
     pub compactions: u64,
+    /// Keys checked and allowed by live `check` and `check_all` calls since open (not
+    /// replay); a check-all counts each item.
+    pub checks_allowed: u64,
+    /// Keys checked and denied (every item of a denied check-all counts as denied).
+    pub checks_denied: u64,
+    /// Keys a shadow limit allowed but would have denied (not in `checks_allowed`).
+    pub checks_shadow_denied: u64,
 }

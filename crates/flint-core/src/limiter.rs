@@ -235,6 +235,9 @@ pub(crate) struct Shared {
     pub(crate) compaction_failure: Mutex<Option<String>>,
     /// Compactions that completed (for metrics).
     pub(crate) compactions: AtomicU64,
+    /// Keys checked since open, by outcome (for metrics): allowed, denied,
+    /// shadow-denied. Counted by the live calls only, never by replay.
+    pub(crate) checks: [AtomicU64; 3],
     /// An automatic compaction is running (started by the flusher on its own thread).
     pub(crate) compacting: AtomicBool,
     /// The process that opened the limiter, and the fork generation it did so in.
@@ -602,6 +605,7 @@ impl Limiter {
             compaction: Mutex::new(()),
             compaction_failure: Mutex::new(None),
             compactions: AtomicU64::new(0),
+            checks: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             compacting: AtomicBool::new(false),
             opened_by: std::process::id(),
             fork_generation: sys::fork_generation(),
@@ -873,6 +877,9 @@ impl Limiter {
             syncs,
             sync_nanos,
             compactions: self.shared.compactions.load(Ordering::Relaxed),
+            checks_allowed: self.shared.checks[CHECK_ALLOWED].load(Ordering::Relaxed),
+            checks_denied: self.shared.checks[CHECK_DENIED].load(Ordering::Relaxed),
+            checks_shadow_denied: self.shared.checks[CHECK_SHADOW_DENIED].load(Ordering::Relaxed),
         })
     }
 
@@ -940,7 +947,26 @@ pub struct CompactReport {
     pub log_bytes_after: u64,
 }
 
+/// The index of each outcome in [`Shared::checks`].
+const CHECK_ALLOWED: usize = 0;
+const CHECK_DENIED: usize = 1;
+const CHECK_SHADOW_DENIED: usize = 2;
+
 impl Shared {
+    /// Counts a key checked with this decision (see [`Stats`]).
+    fn count_check(&self, decision: &Decision) {
+        let outcome = if decision.shadow_denied {
+            CHECK_SHADOW_DENIED
+        } else if decision.allowed {
+            CHECK_ALLOWED
+        } else {
+            CHECK_DENIED
+        };
+        if let Some(counter) = self.checks.get(outcome) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The state lock, for a limiter that is open in this process.
     pub(crate) fn lock_core(&self) -> Result<MutexGuard<'_, Core>> {
         if sys::fork_generation() != self.fork_generation {
@@ -1119,6 +1145,7 @@ impl Shared {
             r.apply_check(id, now, cost, outcome.allowed, Some(outcome.remaining));
         })?;
         drop(core);
+        self.count_check(&decision);
         // Denials (and shadow denials) change no quota: they do not wait for the disk.
         Ok(if outcome.allowed {
             self.durable_after(decision, seq)
@@ -1337,6 +1364,13 @@ impl Shared {
             denied_key,
             results,
         };
+        if allowed {
+            for item in &result.results {
+                self.count_check(&item.decision);
+            }
+        } else {
+            self.checks[CHECK_DENIED].fetch_add(result.results.len() as u64, Ordering::Relaxed);
+        }
         Ok(if allowed {
             self.durable_after(result, seq)
         } else {

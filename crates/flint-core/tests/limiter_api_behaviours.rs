@@ -615,6 +615,47 @@ fn stats_count_keys_syncs_pending_events_and_compactions() {
 }
 
 #[test]
+fn stats_count_live_checks_by_outcome_and_not_replay() {
+    let (_tmp, dir, limiter, clock) = open(SyncMode::Always);
+    let tb = |rate| quota(rate, "1h", Algorithm::TokenBucket);
+    limiter.limit("a", tb(2)).unwrap();
+    limiter.limit("b", tb(1)).unwrap();
+    limiter
+        .limit("s", tb(1).with_mode(flint_core::Mode::Shadow))
+        .unwrap();
+    limiter.check("a", 1).unwrap(); // allowed
+    limiter.check("s", 1).unwrap(); // allowed
+    limiter.check("s", 1).unwrap(); // shadow-denied
+    limiter.check_all(&[("a", 1), ("s", 1)]).unwrap(); // allowed + shadow-denied
+    limiter.check_all(&[("a", 1), ("b", 1)]).unwrap(); // a lacks room: both denied
+    limiter.check("a", 1).unwrap(); // denied
+    assert!(limiter.check("nope", 1).is_err(), "an error counts nothing");
+    limiter.peek("a", 1).unwrap();
+    let stats = limiter.stats().unwrap();
+    assert_eq!(
+        (
+            stats.checks_allowed,
+            stats.checks_denied,
+            stats.checks_shadow_denied
+        ),
+        (3, 3, 2),
+        "{stats:?}"
+    );
+    limiter.close().unwrap();
+    let reopened = open_at(&dir, SyncMode::Always, &clock);
+    let stats = reopened.stats().unwrap();
+    assert_eq!(
+        (
+            stats.checks_allowed,
+            stats.checks_denied,
+            stats.checks_shadow_denied
+        ),
+        (0, 0, 0),
+        "since open: replay counts nothing"
+    );
+}
+
+#[test]
 fn peek_validates_like_check_and_never_records() {
     let (_tmp, _dir, limiter, _clock) = open(SyncMode::Always);
     assert!(matches!(

@@ -27,6 +27,17 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<limiter::PyManualClock>()?;
     m.add_class::<shared::PySharedLimiter>()?;
     m.add_function(wrap_pyfunction!(run_cli, m)?)?;
+    m.add_function(wrap_pyfunction!(limiter::metrics_text, m)?)?;
+    // The metric names, from the one list the server and `metrics_text` use.
+    m.add(
+        "METRIC_NAMES",
+        pyo3::types::PyTuple::new(m.py(), flint_server::metrics::names::ALL)?,
+    )?;
+    m.add(
+        "METRIC_HISTOGRAMS",
+        pyo3::types::PyTuple::new(m.py(), flint_server::metrics::names::HISTOGRAMS)?,
+    )?;
+    m.add("METRICS_CONTENT_TYPE", flint_server::metrics::CONTENT_TYPE)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

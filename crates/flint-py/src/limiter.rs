@@ -567,3 +567,19 @@ impl PyLimiter {
 fn statuses(all: &[flint_core::Status]) -> Vec<KeyStatus> {
     all.iter().map(KeyStatus::from).collect()
 }
+
+/// The Prometheus text (OpenMetrics) of an embedded limiter: the engine's totals, its
+/// checks since open by outcome, one series per template, and the top `per_key` keys by
+/// checks when given (see `flint_server::metrics::engine_text`).
+#[pyfunction]
+#[pyo3(signature = (limiter, per_key=None))]
+pub fn metrics_text(
+    py: Python<'_>,
+    limiter: &Bound<'_, PyLimiter>,
+    per_key: Option<usize>,
+) -> PyResult<String> {
+    let engine = limiter.get().engine(py)?;
+    let options = flint_server::EngineMetricsOptions { per_key };
+    py.detach(|| flint_server::engine_text(engine, &options))
+        .map_err(|e| to_py(py, e))
+}

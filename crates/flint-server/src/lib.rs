@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod serve;
 
 pub use app::{app, openapi_document, AppOptions, AppState, DurabilityWait};
+pub use metrics::{engine_text, EngineMetricsOptions};
 pub use serve::{serve, stop_signal, ServeError, Server, ServerConfig};

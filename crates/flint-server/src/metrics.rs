@@ -1,14 +1,17 @@
 //! `GET /metrics`: Prometheus text (OpenMetrics) without per-key series, so the number
-//! of series stays bounded however many keys there are.
+//! of series stays bounded however many keys there are; and [`engine_text`], the same
+//! engine metrics for a limiter embedded in another program (the Python package's
+//! `flint.prometheus`).
 //!
 //! The names are listed once, in [`names`]. Request counters and the latency histogram
-//! are kept by the server; the engine's totals (syncs, log size, compactions) are read
-//! from [`flint_core::Limiter::stats`] at each scrape.
+//! are kept by the server; the engine's totals (syncs, log size, compactions, checks by
+//! outcome) and its per-template counters are read from the engine at each scrape, by
+//! one renderer ([`EngineSnapshot`]) that the server and [`engine_text`] share.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flint_core::{Decision, Limiter, MultiDecision};
+use flint_core::{Counters, Decision, Limiter, ListKind, MultiDecision, Stats, TopBy};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -49,7 +52,39 @@ pub mod names {
     pub const PENDING_EVENTS: &str = "flint_pending_events";
     /// Compactions completed.
     pub const COMPACTIONS: &str = "flint_compactions_total";
+    /// Checks counted on the keys of each template, by `template` and `outcome`
+    /// (`allowed`, `denied`, `shadow_denied`): the template's counters, which sum
+    /// those of every key made from it, kept since the template was configured. One
+    /// series per template and outcome.
+    pub const TEMPLATE_CHECKS: &str = "flint_template_checks_total";
+    /// Checks counted on a key, by `key` and `outcome`: opt-in only, for the top keys
+    /// by checks, at most as many keys as asked for.
+    pub const KEY_CHECKS: &str = "flint_key_checks_total";
+
+    /// Every name above, in the order of this list.
+    pub const ALL: &[&str] = &[
+        CHECKS,
+        ERRORS,
+        REQUEST_DURATION,
+        OPEN_CONNECTIONS,
+        FSYNCS,
+        FSYNC_SECONDS,
+        LOG_BYTES,
+        SNAPSHOT_BYTES,
+        KEYS,
+        TEMPLATES,
+        TEMPLATE_KEYS,
+        PENDING_EVENTS,
+        COMPACTIONS,
+        TEMPLATE_CHECKS,
+        KEY_CHECKS,
+    ];
+    /// The histograms among them (exposed with `_bucket`, `_sum` and `_count`).
+    pub const HISTOGRAMS: &[&str] = &[REQUEST_DURATION];
 }
+
+/// The content type of the text that [`Metrics::render`] and [`engine_text`] return.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The name a metric is registered under: the exposed name without the suffixes the
 /// encoder adds (`_total` for counters, the unit).
@@ -125,7 +160,7 @@ impl Metrics {
         let connections = Gauge::default();
         registry.register(
             base(names::CHECKS, &["_total"]),
-            "Keys checked, by outcome: allowed, denied, or shadow_denied (allowed by a shadow limit that would have denied it); a check-all counts each item",
+            CHECKS_HELP,
             checks.clone(),
         );
         registry.register(
@@ -217,18 +252,127 @@ impl Metrics {
     }
 }
 
-/// Reads the engine's totals at each scrape.
+/// What [`engine_text`] shows besides the engine's totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineMetricsOptions {
+    /// Per-key series ([`names::KEY_CHECKS`]): `None` for none (the default), or at
+    /// most this many keys, the top ones by checks (allowed and denied). Every key is a
+    /// series of its own: keep it small (the keys of a hundred clients, not a million).
+    pub per_key: Option<usize>,
+}
+
+/// The Prometheus text (OpenMetrics, see [`CONTENT_TYPE`]) of an embedded limiter: the
+/// engine's totals, the checks since it was opened by outcome ([`names::CHECKS`]), one
+/// series per template and outcome, and the top keys when asked for; the same names as
+/// the server's `GET /metrics` (which adds its HTTP metrics).
+///
+/// # Errors
+///
+/// When the limiter is closed, or unusable (forked, poisoned).
+pub fn engine_text(
+    limiter: &Limiter,
+    options: &EngineMetricsOptions,
+) -> flint_core::Result<String> {
+    let snapshot = EngineSnapshot::read(limiter, options.per_key, true)?;
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    Ok(text)
+}
+
+/// Reads the engine's metrics at each scrape of the server.
 #[derive(Debug)]
 struct EngineCollector {
     limiter: Arc<Limiter>,
 }
 
 impl Collector for EngineCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        // A closed or poisoned engine has no totals to show; the errors say why.
-        let Ok(stats) = self.limiter.stats() else {
-            return Ok(());
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // A closed or poisoned engine has no totals to show; the errors say why. The
+        // server counts the checks it answers itself (the outcome series show from
+        // its start): not the engine's.
+        match EngineSnapshot::read(&self.limiter, None, false) {
+            Ok(snapshot) => snapshot.encode(encoder),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// The engine's metrics at one moment, and the one place that encodes them.
+#[derive(Debug)]
+pub struct EngineSnapshot {
+    stats: Stats,
+    /// Whether to show the engine's checks by outcome ([`names::CHECKS`]).
+    checks: bool,
+    /// Each template and its counters (one series per template and outcome).
+    templates: Vec<(String, Counters)>,
+    /// The top keys by checks, when asked for.
+    keys: Vec<(String, Counters)>,
+}
+
+impl EngineSnapshot {
+    /// Reads the engine: its totals, its templates, and the top `per_key` keys.
+    ///
+    /// # Errors
+    ///
+    /// When the limiter is closed, or unusable (forked, poisoned).
+    pub fn read(
+        limiter: &Limiter,
+        per_key: Option<usize>,
+        checks: bool,
+    ) -> flint_core::Result<Self> {
+        let stats = limiter.stats()?;
+        let templates = if stats.templates == 0 {
+            Vec::new()
+        } else {
+            limiter
+                .list_kind(None, ListKind::Templates)?
+                .into_iter()
+                .map(|s| (s.key, s.counters))
+                .collect()
         };
+        let keys = match per_key {
+            None | Some(0) => Vec::new(),
+            Some(n) => {
+                let mut top: Vec<(String, Counters)> = limiter
+                    .top(TopBy::Checks, n)?
+                    .into_iter()
+                    .filter(|s| !s.is_template())
+                    .map(|s| (s.key, s.counters))
+                    .collect();
+                top.truncate(n);
+                top
+            }
+        };
+        Ok(EngineSnapshot {
+            stats,
+            checks,
+            templates,
+            keys,
+        })
+    }
+
+    /// Encodes the snapshot.
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = &self.stats;
+        if self.checks {
+            let mut family = encoder.encode_descriptor(
+                base(names::CHECKS, &["_total"]),
+                CHECKS_HELP,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (outcome, value) in [
+                (Outcome::Allowed, stats.checks_allowed),
+                (Outcome::Denied, stats.checks_denied),
+                (Outcome::ShadowDenied, stats.checks_shadow_denied),
+            ] {
+                ConstCounter::new(value)
+                    .encode(family.encode_family(&[("outcome", outcome.label())])?)?;
+            }
+        }
         let counter = |encoder: &mut DescriptorEncoder, name, help, value: u64| {
             let metric = ConstCounter::new(value);
             metric.encode(encoder.encode_descriptor(
@@ -302,6 +446,59 @@ impl Collector for EngineCollector {
             "Events written but not yet synced",
             None,
             stats.pending_events,
-        )
+        )?;
+        by_outcome(
+            &mut encoder,
+            names::TEMPLATE_CHECKS,
+            "Checks counted on the keys of each template (its counters sum its keys'), by template and outcome",
+            "template",
+            &self.templates,
+        )?;
+        if !self.keys.is_empty() {
+            by_outcome(
+                &mut encoder,
+                names::KEY_CHECKS,
+                "Checks counted on each of the top keys by checks (opt-in, capped), by key and outcome",
+                "key",
+                &self.keys,
+            )?;
+        }
+        Ok(())
     }
+}
+
+impl Collector for EngineSnapshot {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        EngineSnapshot::encode(self, encoder)
+    }
+}
+
+const CHECKS_HELP: &str = "Keys checked, by outcome: allowed, denied, or shadow_denied (allowed by a shadow limit that would have denied it); a check-all counts each item";
+
+/// A counter family with one series per entry and outcome, the entry named by `label`.
+fn by_outcome(
+    encoder: &mut DescriptorEncoder,
+    name: &'static str,
+    help: &str,
+    label: &'static str,
+    entries: &[(String, Counters)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        base(name, &["_total"]),
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (entry, counters) in entries {
+        for (outcome, value) in [
+            (Outcome::Allowed, counters.allowed),
+            (Outcome::Denied, counters.denied),
+            (Outcome::ShadowDenied, counters.shadow_denied),
+        ] {
+            ConstCounter::new(value).encode(
+                family.encode_family(&[(label, entry.as_str()), ("outcome", outcome.label())])?,
+            )?;
+        }
+    }
+    Ok(())
 }
