@@ -402,6 +402,21 @@ class Limiter(_LimiterApi, _native.Limiter):
         # The native __new__ has opened the directory with these arguments already.
         _OPEN.add(self)
 
+    async def acheck(self, key: str, *, cost: int = 1) -> CheckResult:
+        """Async :meth:`check`.
+
+        With ``sync="batch"`` a check never waits for the disk: it is decided in the
+        calling thread when the engine's lock is free (microseconds), and on an
+        executor thread otherwise (a compaction capturing the state holds the lock),
+        so the event loop waits neither for the disk nor for the lock. With
+        ``sync="always"`` it runs on an executor thread, which waits for the sync.
+        """
+        if self.sync == "batch":
+            result = self.check_nowait(key, cost=cost)
+            if result is not None:
+                return result
+        return await _in_executor(self.check, key, cost=cost)
+
 
 class SharedLimiter(_LimiterApi, _native.SharedLimiter):
     """A client of a Flint server (shared mode), with the methods of :class:`Limiter`

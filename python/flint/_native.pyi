@@ -136,6 +136,12 @@ class Limiter:
             LimitNotFound: The key has no limit.
             InvalidArgument: ``cost`` is not between 1 and the rate.
         """
+    def check_nowait(self, key: str, *, cost: int = 1) -> CheckResult | None:
+        """:meth:`check`, made only if the engine's state lock is free right now.
+
+        Returns ``None`` (nothing decided) when another call holds it. With
+        ``sync="always"`` an allowed check still waits for its sync.
+        """
     def check(self, key: str, *, cost: int = 1) -> CheckResult:
         """Check ``key`` and consume ``cost`` units when allowed.
 

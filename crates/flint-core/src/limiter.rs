@@ -525,6 +525,17 @@ impl Deferred<'_> {
         self.limiter.shared.check(key, cost)
     }
 
+    /// [`check`](Self::check), only when the engine's state lock is free right now:
+    /// `Ok(None)` when another call holds it (a compaction capturing the state, a
+    /// sweep, another check), and then nothing was decided. For an event loop, which
+    /// must not wait for the lock; it makes the call on another thread instead.
+    pub fn try_check(&self, key: &str, cost: u64) -> Result<Option<Pending<Decision>>> {
+        let Some(core) = self.limiter.shared.try_lock_core()? else {
+            return Ok(None);
+        };
+        self.limiter.shared.check_locked(core, key, cost).map(Some)
+    }
+
     /// [`Limiter::check_all`], before its durability wait.
     pub fn check_all(&self, items: &[(&str, u64)]) -> Result<Pending<MultiDecision>> {
         self.limiter.shared.check_all(items)
@@ -981,6 +992,25 @@ impl Shared {
         Ok(core)
     }
 
+    /// Like [`lock_core`](Self::lock_core), without waiting: `None` when the lock is
+    /// held.
+    pub(crate) fn try_lock_core(&self) -> Result<Option<MutexGuard<'_, Core>>> {
+        if sys::fork_generation() != self.fork_generation {
+            return Err(Error::Forked {
+                opened_by: self.opened_by,
+            });
+        }
+        let core = match self.core.try_lock() {
+            Ok(core) => core,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        };
+        if core.log.is_none() {
+            return Err(Error::Closed);
+        }
+        Ok(Some(core))
+    }
+
     /// The time to decide at: never earlier than any event already recorded.
     /// A clock past [`MAX_TIME`](crate::clock::MAX_TIME) is refused rather than let
     /// the arithmetic of the algorithms wrap.
@@ -1098,7 +1128,17 @@ impl Shared {
     }
 
     fn check(&self, key: &str, cost: u64) -> Result<Pending<Decision>> {
-        let mut core = self.lock_core()?;
+        let core = self.lock_core()?;
+        self.check_locked(core, key, cost)
+    }
+
+    /// A check, with the state lock already taken.
+    fn check_locked(
+        &self,
+        mut core: MutexGuard<'_, Core>,
+        key: &str,
+        cost: u64,
+    ) -> Result<Pending<Decision>> {
         let now = self.now(&core)?;
         let (id, made_from, quota, outcome) = match resolve_key(&core.registry, key)? {
             Target::Entry(id, entry) => {

@@ -349,6 +349,29 @@ impl PyLimiter {
         Ok(PyCheckResult::new(key, &decision))
     }
 
+    /// `check`, made only if the engine's state lock is free right now: `None` when
+    /// another call holds it, and then nothing was decided. The async methods use it
+    /// with `sync="batch"` (where a check never waits for the disk) to decide in the
+    /// event loop's thread instead of handing the call to an executor thread.
+    #[pyo3(signature = (key, *, cost=None))]
+    fn check_nowait(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        cost: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<PyCheckResult>> {
+        let (key, cost) = convert::key_and_cost(key, cost)?;
+        let engine = self.engine(py)?;
+        let decision = py
+            .detach(|| match engine.deferred().try_check(&key, cost)? {
+                // With sync="always" an allowed check still waits for its sync.
+                Some(pending) => pending.wait().map(Some),
+                None => Ok(None),
+            })
+            .map_err(|e| to_py(py, e))?;
+        Ok(decision.map(|d| PyCheckResult::new(key, &d)))
+    }
+
     /// Like `check`, returning only whether it was allowed.
     #[pyo3(signature = (key, *, cost=None))]
     fn allow(
