@@ -1,7 +1,7 @@
 """Rate limits for FastAPI and Starlette applications.
 
 * :class:`FlintRateLimitMiddleware`: a pure ASGI middleware that checks every HTTP
-  request (one ``acheck`` per request, in the event loop's executor) and answers 429
+  request (one ``acheck`` per request, never blocking the event loop) and answers 429
   over the limit, with ``X-RateLimit-*`` and/or IETF ``RateLimit`` headers.
 * :class:`RateLimit` and :class:`Limit`: a FastAPI dependency for per-route limits;
   several limits of one route are checked atomically with one ``acheck_all``.
@@ -440,7 +440,7 @@ class FlintRateLimitMiddleware:
 
     ``app.add_middleware(FlintRateLimitMiddleware, limiter=limiter, key="ip:{client}",
     rate=100, per="1m")``: one ``await limiter.acheck(key, cost=cost)`` per request
-    (run in the event loop's executor: never blocks the loop); over the limit a 429
+    (it never blocks the loop: see :meth:`flint.Limiter.acheck`); over the limit a 429
     with ``{"detail": "rate limit exceeded"}``, ``Retry-After`` (whole seconds, rounded
     up) and the rate headers; allowed responses get the rate headers too. Pure ASGI:
     streaming responses, background tasks, websockets and lifespan pass through.
