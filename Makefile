@@ -11,7 +11,7 @@ DEPS := $(VENV)/.deps-installed
 # maturin installs into the virtual environment named by VIRTUAL_ENV.
 IN_VENV := VIRTUAL_ENV=$(VENV_ABS) PATH=$(VENV_ABS)/bin:$$PATH
 
-.PHONY: test rust-test python-test lint develop demo bench crash-soak clean fuzz fuzz-smoke fuzz-seeds cargo-fuzz
+.PHONY: test rust-test python-test lint develop demo example-fastapi bench crash-soak clean fuzz fuzz-smoke fuzz-seeds cargo-fuzz
 
 test: lint rust-test python-test fuzz-smoke
 
@@ -57,6 +57,11 @@ demo: develop
 	rm -rf .flint
 	$(IN_VENV) $(PY) examples/quickstart.py
 	$(IN_VENV) $(PY) examples/quickstart.py
+
+# The FastAPI example (examples/fastapi_app.py) under uvicorn on 127.0.0.1:8000, with
+# an embedded limiter in .flint/; stop it with Ctrl-C.
+example-fastapi: develop
+	$(IN_VENV) $(PY) -m uvicorn --app-dir examples fastapi_app:app --host 127.0.0.1 --port 8000
 
 bench: develop
 	$(CARGO) bench -p flint-core --bench targets
