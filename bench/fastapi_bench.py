@@ -41,6 +41,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+# At module level: the routes' annotations are strings (``from __future__``), which
+# FastAPI resolves in this module's globals.
+from fastapi import FastAPI, Request
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TOKEN = "bench-token"
@@ -56,8 +60,6 @@ STOP_TIMEOUT = 20.0
 
 def create_app() -> Any:
     """The hello-world app of the variant named by ``FLINT_BENCH_VARIANT``."""
-    from fastapi import FastAPI, Request
-
     variant = os.environ["FLINT_BENCH_VARIANT"]
     app = FastAPI()
 
@@ -137,7 +139,6 @@ def wait_for(url: str, process: subprocess.Popen[bytes], what: str) -> None:
 @contextmanager
 def uvicorn(variant: str, env: dict[str, str]) -> Iterator[str]:
     """uvicorn, 1 worker, serving the variant; yields its URL."""
-    sys.path.insert(0, str(ROOT / "tests" / "python"))
     from server_process import free_port
 
     port = free_port()
