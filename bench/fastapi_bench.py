@@ -13,6 +13,11 @@ Variants of one app (``GET /`` returns ``{"hello": "world"}``; every route takes
 - ``shared``: ``FlintRateLimitMiddleware`` + ``flint.SharedLimiter`` against a Flint
   server (``flint server start``, sync=batch) on the same machine.
 
+Three more variants, diagnostics of what the middleware's cost is made of: the same
+middleware with the limiter's ``check()`` called on the event loop's thread instead
+of through the executor (``flint-inline``, ``shared-inline``), and with no limiter
+call at all (``flint-cached``: the first result answered again).
+
 Every quota is far above what the run sends: nothing is ever denied. Each variant is
 its own uvicorn process (all started first, then measured in turns, ROUNDS rounds, the
 best round kept); throughput with ``wrk -c CONNECTIONS`` for SECONDS, latency with one
@@ -51,8 +56,40 @@ TOKEN = "bench-token"
 #: A quota no run comes near: nothing is denied.
 RATE = 10**9
 VARIANTS = ("none", "flint", "slowapi", "shared")
+#: Measured to find what the middleware's cost is made of (see ``Inline``).
+DIAGNOSTICS = ("flint-inline", "shared-inline", "flint-cached")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
+
+
+class Inline:
+    """A limiter whose async methods call the synchronous ones on the event loop's own
+    thread, with no executor hop (``cached``: ``acheck`` answers the first check's
+    result again, making no limiter call at all). For measurement only: a
+    ``SharedLimiter`` called this way blocks the loop during each round trip."""
+
+    def __init__(self, inner: Any, *, cached: bool = False) -> None:
+        self.inner = inner
+        self.cached = cached
+        self.result: Any = None
+
+    async def acheck(self, key: str, *, cost: int = 1) -> Any:
+        if self.result is not None:
+            return self.result
+        result = self.inner.check(key, cost=cost)
+        if self.cached:
+            self.result = result
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("a") and hasattr(self.inner, name[1:]):
+            call = getattr(self.inner, name[1:])
+
+            async def inline(*args: Any, **kwargs: Any) -> Any:
+                return call(*args, **kwargs)
+
+            return inline
+        return getattr(self.inner, name)
 
 
 # -- the app (imported by uvicorn: ``--factory fastapi_bench:create_app``) -----------
@@ -84,15 +121,22 @@ def create_app() -> Any:
     async def hello(request: Request) -> dict[str, str]:
         return {"hello": "world"}
 
-    if variant in ("flint", "shared"):
+    if variant != "none":
         import flint
         from flint.fastapi import FlintRateLimitMiddleware
 
         limiter: Any
-        if variant == "flint":
-            limiter = flint.Limiter(os.environ["FLINT_BENCH_DATA_DIR"], sync="batch")
-        else:
+        if variant.startswith("flint"):
+            data_dir = Path(os.environ["FLINT_BENCH_DATA_DIR"]) / variant
+            limiter = flint.Limiter(data_dir, sync="batch")
+        elif variant.startswith("shared"):
             limiter = flint.SharedLimiter(os.environ["FLINT_BENCH_URL"], token=TOKEN)
+        else:
+            raise ValueError(f"unknown variant {variant!r}")
+        if variant.endswith("-inline"):
+            limiter = Inline(limiter)
+        elif variant.endswith("-cached"):
+            limiter = Inline(limiter, cached=True)
         app.add_middleware(
             FlintRateLimitMiddleware,
             limiter=limiter,
@@ -101,8 +145,6 @@ def create_app() -> Any:
             per="1h",
             headers="legacy",
         )
-    elif variant != "none":
-        raise ValueError(f"unknown variant {variant!r}")
     return app
 
 
@@ -232,7 +274,7 @@ def main() -> None:
             "FLINT_BENCH_DATA_DIR": str(Path(tmp) / "embedded"),
             "FLINT_BENCH_URL": server.base_url,
         }
-        urls = {v: stack.enter_context(uvicorn(v, env)) for v in VARIANTS}
+        urls = {v: stack.enter_context(uvicorn(v, env)) for v in VARIANTS + DIAGNOSTICS}
         for url in urls.values():  # warm every app (imports, first keys, connections)
             wrk(url, connections=args.connections, seconds=1)
         for _ in range(args.rounds):
@@ -289,6 +331,22 @@ def main() -> None:
             "-",
         ),
     ]
+    # What the cost is made of: the same middleware with the limiter called on the
+    # loop's thread (no executor hop), and with no limiter call at all.
+    for variant, what in (
+        ("flint-cached", "middleware alone: acheck answers a stored result"),
+        ("flint-inline", "middleware + Limiter, check() on the loop (no executor)"),
+        ("shared-inline", "middleware + SharedLimiter, check() on the loop (no executor)"),
+    ):
+        rows.append(
+            (
+                f"diagnostic: {what}",
+                f"{rps[variant]:.0f} req/s",
+                f"p50 {p50[variant]:.0f} µs",
+                f"/(a) {rps[variant] / rps['none']:.2f}×, p50 +{p50[variant] - p50['none']:.0f} µs",
+                "-",
+            )
+        )
     header = ("target", "measured", "baseline / latency (same run)", "ratio", "goal")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
     for row in [header, tuple("-" * w for w in widths), *rows]:
