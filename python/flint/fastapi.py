@@ -270,7 +270,7 @@ class _Spec:
                 configure = prefix  # the key itself ("{{" unescaped, as format() does)
             elif template is not None:
                 configure = template
-            elif not prefix:
+            elif not prefix and rate is not None:
                 raise ValueError(
                     f"key {key!r} has no fixed text before its first placeholder, so it "
                     "cannot be configured as one key template: start it with a prefix "
@@ -285,9 +285,8 @@ class _Spec:
                     'key_func with rate/per needs template="prefix:*": the key template '
                     "that covers every key the function returns"
                 )
-        if configure is not None and template is not None and not template.endswith("*"):
-            if key_func is not None or (key is not None and _fields(key, fields)[1]):
-                raise ValueError(f"template={template!r} must end with '*'")
+        if template is not None and not template.endswith("*"):
+            raise ValueError(f"template={template!r} must end with '*' (a key template)")
         policy = _policy_name(configure if configure is not None else (key or "default"))
         return cls(
             key=key,
@@ -378,14 +377,38 @@ def _seconds_until(moment: float, now: float) -> int:
     return max(0, math.ceil(moment - now - 1e-9))
 
 
-def retry_after_seconds(result: CheckResult) -> int:
+def retry_after_seconds(result: CheckResult | _Result) -> int:
     """``Retry-After`` for a denied result: whole seconds rounded up, at least 1."""
     return max(1, math.ceil(result.retry_after - 1e-9))
 
 
-def _rate_headers(
-    pairs: Sequence[tuple[_Spec, CheckResult]], style: str, now: float
-) -> dict[str, str]:
+@dataclass(frozen=True)
+class _Result:
+    """The fields of a check result that the headers use (``check_all`` gives dicts)."""
+
+    allowed: bool
+    remaining: int
+    reset_at: float
+    retry_after: float
+    limit: int
+
+    @classmethod
+    def of(cls, result: CheckResult | dict[str, Any], denied: bool | None = None) -> _Result:
+        if isinstance(result, dict):
+            allowed = result["allowed"] if denied is None else not denied
+            return cls(
+                allowed,
+                int(result["remaining"]),
+                float(result["reset_at"]),
+                float(result["retry_after"]),
+                int(result["limit"]),
+            )
+        return cls(
+            result.allowed, result.remaining, result.reset_at, result.retry_after, result.limit
+        )
+
+
+def _rate_headers(pairs: Sequence[tuple[_Spec, _Result]], style: str, now: float) -> dict[str, str]:
     headers: dict[str, str] = {}
     if not pairs:
         return headers
@@ -529,7 +552,7 @@ class FlintRateLimitMiddleware:
             else:
                 await JSONResponse(UNAVAILABLE_BODY, status_code=503)(scope, receive, send)
             return
-        extra = _rate_headers([(self.spec, result)], self.headers, time.time())
+        extra = _rate_headers([(self.spec, _Result.of(result))], self.headers, time.time())
         if not result.allowed:
             extra["Retry-After"] = str(retry_after_seconds(result))
             response = JSONResponse(
@@ -681,7 +704,16 @@ class RateLimit:
             if self.on_error == "allow":
                 return
             raise HTTPException(status_code=503, detail=UNAVAILABLE_BODY["detail"]) from None
-        results: list[CheckResult] = list(outcome["results"])
+        # A refused check_all marks every item refused; the one that refused it is
+        # denied_key (its first item, should a key come twice).
+        denied_key = outcome["denied_key"]
+        refused = [item[0] == denied_key for item in items]
+        if denied_key is not None and True in refused:
+            refused = [i == refused.index(True) for i in range(len(items))]
+        results = [
+            _Result.of(raw, denied=None if outcome["allowed"] else flag)
+            for raw, flag in zip(outcome["results"], refused)
+        ]
         extra = _rate_headers(list(zip(self.specs, results)), self.headers, time.time())
         if not outcome["allowed"]:
             denied = [result for result in results if not result.allowed]

@@ -315,8 +315,26 @@ def test_configuration_errors(embedded: flint.Limiter) -> None:
         FlintRateLimitMiddleware(app, limiter=embedded, key="k", headers="x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="exactly one"):
         FlintRateLimitMiddleware(app, limiter=embedded)
-    # Without placeholders the key itself is configured; without rate/per, nothing is.
+    with pytest.raises(ValueError, match="must end with"):
+        FlintRateLimitMiddleware(
+            app, limiter=embedded, key_func=lambda r: "k", template="k", rate=1, per="1s"
+        )
+    with pytest.raises(ValueError, match="together"):
+        FlintRateLimitMiddleware(app, limiter=embedded, key="k", rate=1)
+    with pytest.raises(ValueError, match="cost"):
+        FlintRateLimitMiddleware(app, limiter=embedded, key="k", cost=0)
+    # Without rate/per nothing is configured: any pattern goes.
     FlintRateLimitMiddleware(app, limiter=embedded, key="{client}")
+
+
+async def test_a_key_without_placeholders_is_one_shared_limit(embedded: flint.Limiter) -> None:
+    app = starlette_app()
+    app.add_middleware(FlintRateLimitMiddleware, limiter=embedded, key="global", rate=2, per="1h")
+    async with client(app, ("192.0.2.1", 1)) as a, client(app, ("192.0.2.2", 1)) as b:
+        assert (await a.get("/")).status_code == 200
+        assert (await b.get("/")).status_code == 200
+        assert (await a.get("/")).status_code == 429
+    assert [s["key"] for s in embedded.list()] == ["global"]
 
 
 async def test_cost_callable(embedded: flint.Limiter) -> None:
@@ -585,20 +603,6 @@ async def test_lifespan_and_websocket_scopes_pass_through(embedded: flint.Limite
     await middleware({"type": "websocket", "path": "/ws", "client": None}, receive, send)
     assert seen == ["lifespan", "websocket"]
     assert embedded.list() == []  # not even configured
-
-
-def test_middleware_does_not_block_the_loop_with_testclient(embedded: flint.Limiter) -> None:
-    """Starlette's TestClient runs the app in a thread with its own loop (lifespan
-    included): the middleware works there too."""
-    from starlette.testclient import TestClient
-
-    app = fastapi_app()
-    app.add_middleware(
-        FlintRateLimitMiddleware, limiter=embedded, key="ip:{client}", rate=1, per="1h"
-    )
-    with TestClient(app) as test_client:
-        assert test_client.get("/").status_code == 200
-        assert test_client.get("/").status_code == 429
 
 
 # -- the per-route dependency ---------------------------------------------------------
@@ -880,3 +884,24 @@ async def test_example_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         module.limiter.close()
     assert (tmp_path / ".flint").is_dir()
+
+
+async def test_the_docs_middleware_snippet_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "fastapi.md").read_text()
+    code = re.search(r"```python\n(.*?)```", docs.split("## The middleware", 1)[1], re.S)
+    assert code is not None
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(code.group(1), namespace)
+    try:
+        async with client(namespace["app"]) as http:
+            response = await http.get("/health")  # exempt, and not a route: 404
+            assert response.status_code == 404 and "X-RateLimit-Limit" not in response.headers
+            response = await http.get("/")
+            assert response.headers["X-RateLimit-Limit"] == "100"
+    finally:
+        namespace["limiter"].close()
