@@ -22,7 +22,7 @@ $(DEPS): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "maturin>=1.7,<2" "pytest>=8" "pytest-asyncio>=0.23" "ruff>=0.6" "mypy>=1.13" \
 		"httpx>=0.27,<1" "schemathesis>=4.1,<5" "pyyaml>=6" \
-		"fastapi>=0.110" "starlette>=0.36" "uvicorn>=0.29"
+		"fastapi>=0.110" "starlette>=0.36" "uvicorn>=0.29" "slowapi>=0.1.9"
 	touch $(DEPS)
 
 # Builds the native module (release) and installs the package into .venv, editable.
@@ -69,6 +69,7 @@ bench: develop
 	$(CARGO) bench -p flint-server --bench server
 	$(IN_VENV) $(PY) bench/python_bench.py
 	$(IN_VENV) $(PY) bench/shared_bench.py
+	$(IN_VENV) $(PY) bench/fastapi_bench.py
 
 # The long run of the simulated power-loss suite: CRASHES seeded crashes (100,000 by
 # default), in two shards on the machine's two cores, optimized. Each shard prints its
