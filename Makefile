@@ -63,6 +63,7 @@ example-fastapi: develop
 	$(IN_VENV) $(PY) -m uvicorn --app-dir examples fastapi_app:app --host 127.0.0.1 --port 8000
 
 bench: develop
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(CARGO) bench -p flint-core --bench targets
 	$(CARGO) bench -p flint-core --bench template_burst
 	$(CARGO) bench -p flint-core --bench check -- --noplot
