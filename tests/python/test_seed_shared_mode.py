@@ -188,7 +188,10 @@ def test_seed_batch_fsync_line(cwd: Path, port: int) -> None:
     server = start(on_port(START, port), cwd, port)
     try:
         with server.client() as api:
-            assert api.get("/v1/limits/api:user-42").json()["remaining"] == 95
+            # Counted exactly; `remaining` refills a unit every 0.6 s of the restart.
+            status = api.get("/v1/limits/api:user-42").json()
+            assert status["allowed"] == 5
+            assert 95 <= status["remaining"] <= 100
     finally:
         server.stop()
 
