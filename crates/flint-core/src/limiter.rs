@@ -432,7 +432,7 @@ fn new_key_id(registry: &Registry, key: &str) -> Result<u32> {
     if id == u32::MAX {
         return Err(Error::invalid(
             Some(key),
-            "this data directory has 4294967295 keys: remove unused keys and start a new data directory",
+            "this data directory has 4294967295 keys: remove unused keys (their ids are used again)",
         ));
     }
     Ok(id)
@@ -800,7 +800,10 @@ impl Limiter {
         let registry = &core.registry;
         // The counters a summary remembers of keys that hold state again add to theirs.
         let mut remembered: HashMap<&str, Counters> = HashMap::new();
-        let mut dropped: Vec<(Counters, &str, &Entry)> = Vec::new();
+        // A dropped key may be remembered by two templates (a longer one took it over
+        // between its drops): one row, its counters summed, under the template that
+        // covers it now.
+        let mut dropped_by_key: HashMap<&str, (Counters, &Entry)> = HashMap::new();
         for (id, template) in registry.iter().filter(|(_, e)| e.is_template()) {
             let Some(state) = registry.template_state(id) else {
                 continue;
@@ -809,10 +812,21 @@ impl Limiter {
                 if registry.lookup(&item.key).is_some() {
                     remembered.entry(&item.key).or_default().add(&item.counters);
                 } else {
-                    dropped.push((item.counters, &item.key, template));
+                    let covering = registry
+                        .template_for(&item.key)
+                        .and_then(|t| registry.get(t))
+                        .unwrap_or(template);
+                    let row = dropped_by_key
+                        .entry(&item.key)
+                        .or_insert((Counters::default(), covering));
+                    row.0.add(&item.counters);
                 }
             }
         }
+        let dropped: Vec<(Counters, &str, &Entry)> = dropped_by_key
+            .into_iter()
+            .map(|(key, (counters, template))| (counters, key, template))
+            .collect();
         let mut ranked: Vec<(u64, &str, Row<'_>)> = registry
             .iter()
             .filter(|(_, e)| !e.is_template())
@@ -1300,7 +1314,8 @@ impl Shared {
             ));
         }
         // The input is valid: keys that their templates cover get their state now (a
-        // key at full capacity; should a later step fail, it is dropped again).
+        // key at full capacity; should a later step fail, a sweep drops it, and
+        // recovery cuts derive records that no decision follows).
         let mut ids = Vec::with_capacity(merged.len());
         for item in &merged {
             let id = match (item.id, item.template) {

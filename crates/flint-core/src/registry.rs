@@ -72,6 +72,9 @@ enum Part {
     /// Denied for lack of room on this key (on a shadow limit: allowed through,
     /// counted as shadow-denied, nothing consumed).
     Denied,
+    /// Lacked room in a check-all that was denied: counted as `Denied` (a shadow
+    /// denial on a shadow limit), but nothing went through, the shadow key neither.
+    LackedInDeniedCall,
     /// Denied only because another key of the same check-all lacked room.
     Blocked,
 }
@@ -609,7 +612,8 @@ impl Registry {
         }
         let mut after = None;
         let mut beyond = false;
-        let shadow = part == Part::Denied && entry.quota.is_shadow();
+        let lacked = matches!(part, Part::Denied | Part::LackedInDeniedCall);
+        let shadow = lacked && entry.quota.is_shadow();
         let mut delta = Counters::default();
         match part {
             Part::Allowed => {
@@ -618,8 +622,8 @@ impl Registry {
                 delta.allowed = 1;
                 delta.allowed_cost = cost;
             }
-            Part::Denied if shadow => delta.shadow_denied = 1,
-            Part::Denied => {
+            Part::Denied | Part::LackedInDeniedCall if shadow => delta.shadow_denied = 1,
+            Part::Denied | Part::LackedInDeniedCall => {
                 delta.denied = 1;
                 delta.denied_cost = cost;
             }
@@ -638,7 +642,7 @@ impl Registry {
             history.push_back(HistoryEvent {
                 at,
                 cost,
-                allowed: part == Part::Allowed || shadow,
+                allowed: part == Part::Allowed || (shadow && part == Part::Denied),
                 remaining,
                 blocked_by_other: part == Part::Blocked,
                 shadow_denied: shadow,
@@ -1026,7 +1030,8 @@ impl Registry {
 /// check was allowed, blocked otherwise.
 fn check_all_part(allowed: bool, lacked_room: bool) -> Part {
     match (allowed, lacked_room) {
-        (_, true) => Part::Denied,
+        (true, true) => Part::Denied,
+        (false, true) => Part::LackedInDeniedCall,
         (true, false) => Part::Allowed,
         (false, false) => Part::Blocked,
     }

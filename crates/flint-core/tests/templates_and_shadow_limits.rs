@@ -333,3 +333,70 @@ fn mode_names_parse_and_a_bad_one_names_the_fix() {
         "{message}"
     );
 }
+
+#[test]
+fn a_shadow_denial_of_the_largest_cost_compacts_into_a_snapshot_that_opens() {
+    let f = Fixture::new();
+    let l = &f.limiter;
+    let huge = Quota::new(
+        flint_core::MAX_RATE,
+        "1000s".parse().unwrap(),
+        Algorithm::TokenBucket,
+    )
+    .unwrap()
+    .with_mode(Mode::Shadow);
+    l.limit("big", huge).unwrap();
+    assert!(l.check("big", flint_core::MAX_RATE).unwrap().allowed);
+    f.clock.advance(1);
+    assert!(l.check("big", flint_core::MAX_RATE).unwrap().shadow_denied);
+    l.compact().unwrap();
+    f.reopen();
+}
+
+#[test]
+fn top_names_a_key_that_two_templates_remember_once() {
+    let f = Fixture::new();
+    let l = &f.limiter;
+    l.limit("ip:*", quota(1, "1s")).unwrap();
+    for _ in 0..2 {
+        l.check("ip:10.1", 1).unwrap();
+    }
+    f.clock.advance(2 * SECOND);
+    l.sweep().unwrap();
+    // A longer template takes over the key, which is denied and dropped again.
+    l.limit("ip:10.*", quota(1, "1s")).unwrap();
+    for _ in 0..2 {
+        l.check("ip:10.1", 1).unwrap();
+    }
+    f.clock.advance(2 * SECOND);
+    l.sweep().unwrap();
+    let top = l.top(TopBy::Denied, 10).unwrap();
+    assert_eq!(top.len(), 1, "{top:?}");
+    assert_eq!(
+        (
+            top[0].key.as_str(),
+            top[0].template.as_deref(),
+            top[0].counters.denied
+        ),
+        ("ip:10.1", Some("ip:10.*"), 2)
+    );
+    f.reopen();
+}
+
+#[test]
+fn a_shadow_key_in_a_denied_check_all_is_remembered_as_not_let_through() {
+    let f = Fixture::new();
+    let l = &f.limiter;
+    l.limit("enf", quota(1, "1h")).unwrap();
+    l.limit("sh", quota(1, "1h").with_mode(Mode::Shadow))
+        .unwrap();
+    l.check("enf", 1).unwrap();
+    l.check("sh", 1).unwrap();
+    let denied = l.check_all(&[("enf", 1), ("sh", 1)]).unwrap();
+    assert!(!denied.allowed && denied.results[1].decision.shadow_denied);
+    let last = *l.history("sh", 1).unwrap().last().unwrap();
+    assert!(!last.allowed && last.shadow_denied);
+    assert_eq!(l.status("sh").unwrap().unwrap().counters.shadow_denied, 1);
+    l.compact().unwrap();
+    f.reopen();
+}

@@ -158,8 +158,10 @@ pub fn recover(backend: &dyn Backend, history_capacity: usize) -> Result<Recover
     let mut marked_through = LOG_HEADER_LEN;
     // Derive records at the end of the log with no record after them but watermarks:
     // the engine writes every derive just before the decision that made it, so the
-    // decision was lost (a power loss kept a prefix of the write), and they are cut
-    // like a torn tail. Where the run starts, the watermark then, the keys, the count.
+    // decision was lost (a power loss kept a prefix of the write, or the decision's own
+    // append failed), and they are cut like a torn tail: the keys they made were at
+    // full capacity with no decision, so nothing is lost. Where the run starts, the
+    // watermark then, the keys, the count.
     let mut trailing_derives: Option<(usize, u64, Vec<u32>, u64)> = None;
     let end = loop {
         if at as u64 == start {

@@ -551,18 +551,14 @@ fn decode_history(
                 format!("key {key:?} remembers a decision of {cost} units"),
             ));
         }
-        if remaining > MAX_RATE || (event.allowed && remaining + cost > MAX_RATE) {
+        // A shadow denial let through consumed nothing: what remained was below its cost.
+        let consumed = event.allowed && !event.shadow_denied;
+        if remaining > MAX_RATE || (consumed && remaining + cost > MAX_RATE) {
             return Err(inconsistent(
                 remaining_offset,
                 format!(
                     "key {key:?} remembers {remaining} units remaining after a decision of {cost}"
                 ),
-            ));
-        }
-        if event.shadow_denied && !event.allowed {
-            return Err(inconsistent(
-                flags_at,
-                format!("key {key:?} remembers a shadow denial that was not let through"),
             ));
         }
         if event.allowed && event.blocked_by_other {
