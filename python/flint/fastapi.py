@@ -86,10 +86,14 @@ def _parse_address(text: str) -> _Address | None:
     quotes, IPv6 brackets and ports removed; None when it is not an address."""
     value = text.strip().strip('"').strip()
     if value.startswith("["):
+        # Only an IPv6 address goes in brackets, followed by nothing or a port.
         end = value.find("]")
-        if end < 0:
+        rest = value[end + 1 :] if end >= 0 else ""
+        if end < 0 or (rest and not (rest[0] == ":" and rest[1:].isdigit())):
             return None
         value = value[1:end]
+        if ":" not in value:
+            return None
     elif value.count(":") == 1:  # IPv4 with a port
         value = value.split(":", 1)[0]
     try:
@@ -101,8 +105,9 @@ def _parse_address(text: str) -> _Address | None:
     return address
 
 
-def _split_quoted(text: str, separator: str) -> list[str]:
-    """``text`` split at ``separator`` outside double quotes."""
+def _split_quoted(text: str, separator: str) -> list[str] | None:
+    """``text`` split at ``separator`` outside double quotes; None when a quote is
+    left open (a client's malformed value must not swallow what a proxy appended)."""
     parts: list[str] = []
     current: list[str] = []
     quoted = escaped = False
@@ -118,37 +123,61 @@ def _split_quoted(text: str, separator: str) -> list[str]:
             current = []
             continue
         current.append(char)
+    if quoted:
+        return None
     parts.append("".join(current))
     return parts
 
 
-def _forwarded_chain(conn: HTTPConnection) -> list[str] | None:
-    """The ``for=`` values of ``Forwarded`` (RFC 7239), else the entries of
-    ``X-Forwarded-For``, left (client) to right (nearest proxy); None without either."""
-    forwarded = conn.headers.getlist("forwarded")
-    if forwarded:
+def _forwarded_chain(conn: HTTPConnection, header: str) -> list[str] | None:
+    """The addresses of the one header the proxies append to, left (client) to right
+    (nearest proxy): the ``for=`` values of ``Forwarded`` (RFC 7239) or the entries of
+    ``X-Forwarded-For``; None without it. The other header is never read: a proxy
+    passes on whatever the client sent in it."""
+    if header == "forwarded":
+        forwarded = ",".join(conn.headers.getlist("forwarded"))
+        if not forwarded:
+            return None
+        # A quote left open by the client: split plainly, so that the elements the
+        # proxies appended stay whole on the right.
+        elements = _split_quoted(forwarded, ",") or forwarded.split(",")
         chain = []
-        for element in _split_quoted(",".join(forwarded), ","):
+        for element in elements:
             value = ""
-            for pair in _split_quoted(element, ";"):
+            for pair in _split_quoted(element, ";") or element.split(";"):
                 name, _, found = pair.partition("=")
                 if name.strip().lower() == "for":
                     value = found.strip()
             chain.append(value)
         return chain
-    xff = conn.headers.getlist("x-forwarded-for")
-    if xff:
-        return [entry.strip() for entry in ",".join(xff).split(",")]
-    return None
+    xff = ",".join(conn.headers.getlist("x-forwarded-for"))
+    if not xff:
+        return None
+    # Empty entries (a client's trailing comma) name nobody.
+    return [entry.strip() for entry in xff.split(",") if entry.strip()]
 
 
 class _ClientIp:
-    def __init__(self, trusted_proxies: Iterable[str]) -> None:
+    def __init__(self, trusted_proxies: Iterable[str], header: str) -> None:
         if isinstance(trusted_proxies, str):
             trusted_proxies = [trusted_proxies]
-        self.networks: tuple[_Network, ...] = tuple(
-            ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies
-        )
+        networks = []
+        for cidr in trusted_proxies:
+            try:
+                networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies entry {cidr!r} is not an address or a network: give "
+                    'CIDRs or addresses such as "10.0.0.0/8" or "127.0.0.1", not host names'
+                ) from None
+        self.networks: tuple[_Network, ...] = tuple(networks)
+        header = header.lower()
+        if header not in ("x-forwarded-for", "forwarded"):
+            raise ValueError(
+                f'header {header!r} is unknown: use "x-forwarded-for" (the default) or '
+                '"forwarded", the one header your proxies append the client\'s address to'
+            )
+        self.header = header
 
     def _trusted(self, address: _Address) -> bool:
         return any(address.version == net.version and address in net for net in self.networks)
@@ -158,7 +187,7 @@ class _ClientIp:
         address = _parse_address(peer)
         if address is None or not self._trusted(address):
             return peer  # an untrusted peer's headers are ignored
-        chain = _forwarded_chain(conn)
+        chain = _forwarded_chain(conn, self.header)
         if not chain:
             return str(address)
         for entry in reversed(chain):
@@ -173,11 +202,16 @@ class _ClientIp:
         return str(address)  # every hop is trusted: the leftmost one is the client
 
 
-def client_ip(trusted_proxies: Iterable[str] = ()) -> Callable[[HTTPConnection], str]:
+def client_ip(
+    trusted_proxies: Iterable[str] = (), *, header: str = "x-forwarded-for"
+) -> Callable[[HTTPConnection], str]:
     """A function of a request that returns the client's address.
 
-    The ``Forwarded`` header (RFC 7239 ``for=``), or when absent ``X-Forwarded-For``,
-    is read only when the direct peer is in one of ``trusted_proxies`` (CIDRs such as
+    ``header`` is the one header your proxies append the client's address to:
+    ``"x-forwarded-for"`` (the default; nginx's ``$proxy_add_x_forwarded_for``) or
+    ``"forwarded"`` (RFC 7239 ``for=``); the other is never read, since a proxy passes
+    on whatever a client put in it. It is read only when the direct peer is in one of
+    ``trusted_proxies`` (CIDRs such as
     ``"10.0.0.0/8"`` or single addresses): the chain is walked from the right and the
     first address outside the trusted networks is the client. Headers sent by an
     untrusted peer are ignored (its own address is returned), so a client cannot
@@ -186,7 +220,7 @@ def client_ip(trusted_proxies: Iterable[str] = ()) -> Callable[[HTTPConnection],
     Pass it as ``client=`` to :class:`FlintRateLimitMiddleware` or :class:`RateLimit`
     to define ``{client}``, or call it in a ``key_func``.
     """
-    return _ClientIp(trusted_proxies)
+    return _ClientIp(trusted_proxies, header)
 
 
 # -- keys and templates ------------------------------------------------------------
@@ -328,7 +362,7 @@ class _Spec:
         """Configures the limit (when rate/per were given) and, for the IETF headers,
         reads its period once."""
         if self.template is not None:
-            await limiter.alimit(
+            change = await limiter.alimit(
                 self.template,
                 rate=self.rate,  # type: ignore[arg-type]
                 per=self.per,
@@ -336,6 +370,17 @@ class _Spec:
                 burst=self.burst,
                 mode=self.mode,  # type: ignore[arg-type]
             )
+            if change == "updated":
+                # Legitimate after a change of settings between runs; a mistake when
+                # the middleware and a route (or two routes) share a prefix.
+                logger.warning(
+                    "flint: template %r had other settings, now replaced by rate=%s per=%s "
+                    "(if another middleware or route configures it too, give each its own "
+                    "key prefix: the last to start wins)",
+                    self.template,
+                    self.rate,
+                    self.per,
+                )
         if want_window and self.window is None:
             status = await limiter.astatus(self.template or first_key)
             if status is not None:
@@ -672,6 +717,14 @@ class RateLimit:
             )
             for limit in limits
         ]
+        templates = [spec.template for spec in self.specs if spec.template is not None]
+        for template in set(templates):
+            if templates.count(template) > 1:
+                raise ValueError(
+                    f"two limits of this RateLimit configure the same template {template!r}, so "
+                    "one would replace the other: give each limit a key with its own fixed "
+                    'prefix (such as "user:{client}" and "route:{route}")'
+                )
         self.client = client or _peer
         self.on_error = on_error
         self.headers = headers

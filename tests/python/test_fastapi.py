@@ -756,21 +756,48 @@ def test_client_ip_walks_the_chain_from_the_right() -> None:
     assert TRUSTED(conn("10.0.0.1", headers)) == "203.0.113.50"
 
 
+FORWARDED = client_ip(
+    trusted_proxies=["10.0.0.0/8", "127.0.0.1/32", "2001:db8:ffff::/48"], header="forwarded"
+)
+
+
 def test_client_ip_reads_forwarded() -> None:
     headers = {"Forwarded": 'for=192.0.2.60;proto=http;by=203.0.113.43, for="10.0.0.7:8080"'}
-    assert TRUSTED(conn("10.0.0.1", headers)) == "192.0.2.60"
+    assert FORWARDED(conn("10.0.0.1", headers)) == "192.0.2.60"
     headers = {"Forwarded": 'For="[2001:db8:cafe::17]:4711"'}
-    assert TRUSTED(conn("10.0.0.1", headers)) == "2001:db8:cafe::17"
+    assert FORWARDED(conn("10.0.0.1", headers)) == "2001:db8:cafe::17"
     headers = {"Forwarded": 'for="[2001:db8:cafe::17]", for="[2001:db8:ffff::1]"'}
-    assert TRUSTED(conn("2001:db8:ffff::2", headers)) == "2001:db8:cafe::17"
-    # Forwarded wins over X-Forwarded-For.
+    assert FORWARDED(conn("2001:db8:ffff::2", headers)) == "2001:db8:cafe::17"
+    # Only the chosen header is read: a proxy passes on what a client put in the other.
     both = {"Forwarded": "for=192.0.2.1", "X-Forwarded-For": "192.0.2.2"}
-    assert TRUSTED(conn("127.0.0.1", both)) == "192.0.2.1"
+    assert FORWARDED(conn("127.0.0.1", both)) == "192.0.2.1"
+    assert TRUSTED(conn("127.0.0.1", both)) == "192.0.2.2"
     # A proxy that cannot name the client: "unknown", never a trusted address.
-    assert TRUSTED(conn("10.0.0.1", {"Forwarded": "for=unknown"})) == "unknown"
-    assert TRUSTED(conn("10.0.0.1", {"Forwarded": "for=_hidden, for=10.0.0.5"})) == "unknown"
-    # X-Forwarded-For with a port.
+    assert FORWARDED(conn("10.0.0.1", {"Forwarded": "for=unknown"})) == "unknown"
+    assert FORWARDED(conn("10.0.0.1", {"Forwarded": "for=_hidden, for=10.0.0.5"})) == "unknown"
+    # X-Forwarded-For with a port, and a client's trailing comma.
     assert TRUSTED(conn("10.0.0.1", {"X-Forwarded-For": "192.0.2.9:5555"})) == "192.0.2.9"
+    assert TRUSTED(conn("10.0.0.1", {"X-Forwarded-For": "192.0.2.9,"})) == "192.0.2.9"
+
+
+def test_a_client_cannot_swallow_what_the_proxy_appended() -> None:
+    # An open quote must not join the proxy's element to the client's.
+    spoof = {"Forwarded": 'for="[9.9.9.9], for=1.2.3.4'}
+    assert FORWARDED(conn("10.0.0.1", spoof)) == "1.2.3.4"
+    # Brackets hold an IPv6 address, followed by nothing or a port.
+    assert FORWARDED(conn("10.0.0.1", {"Forwarded": 'for="[9.9.9.9]"'})) == "unknown"
+    tail = {"Forwarded": 'for="[2001:db8::1]junk"'}
+    assert FORWARDED(conn("10.0.0.1", tail)) == "unknown"
+    # Behind a proxy that appends to X-Forwarded-For, a client's Forwarded is ignored.
+    both = {"Forwarded": "for=9.9.9.9", "X-Forwarded-For": "1.2.3.4"}
+    assert TRUSTED(conn("10.0.0.1", both)) == "1.2.3.4"
+
+
+def test_client_ip_refuses_what_it_cannot_read() -> None:
+    with pytest.raises(ValueError, match=r"proxy\.local.*not host names"):
+        client_ip(["proxy.local"])
+    with pytest.raises(ValueError, match="x-real-ip"):
+        client_ip(["10.0.0.0/8"], header="x-real-ip")
 
 
 async def test_client_ip_defines_client_in_the_middleware(embedded: flint.Limiter) -> None:
@@ -905,3 +932,26 @@ async def test_the_docs_middleware_snippet_runs(
             assert response.headers["X-RateLimit-Limit"] == "100"
     finally:
         namespace["limiter"].close()
+
+
+def test_two_limits_of_one_route_cannot_share_a_template(embedded: flint.Limiter) -> None:
+    with pytest.raises(ValueError, match="same template 's:\\*'"):
+        RateLimit(
+            embedded,
+            Limit(key="s:{client}", rate=2, per="10s"),
+            Limit(key="s:{route}", rate=50, per="10s"),
+        )
+
+
+async def test_a_template_replaced_by_another_setup_is_logged(
+    embedded: flint.Limiter, caplog: pytest.LogCaptureFixture
+) -> None:
+    embedded.limit("ip:*", rate=3, per="1m")
+    app = fastapi_app()
+    app.add_middleware(
+        FlintRateLimitMiddleware, limiter=embedded, key="ip:{client}", rate=100, per="1m"
+    )
+    with caplog.at_level("WARNING", logger="flint.fastapi"):
+        async with client(app) as http:
+            assert (await http.get("/")).status_code == 200
+    assert "'ip:*' had other settings" in caplog.text
